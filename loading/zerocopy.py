@@ -1,0 +1,143 @@
+"""Split a model into a weightless skeleton and one flat byte arena, and put them back together.
+
+`extract_tensors` / `replace_tensors_` are inverses. The arena is one NumPy `uint8` array holding
+every parameter and buffer, each 64-byte aligned, with a page of padding at both ends. Put into
+Ray's object store, it comes back in any process on the node as a read-only view of shared memory,
+and `replace_tensors_` wraps slices of it with `torch.as_tensor`: no byte is copied.
+
+Shared memory: the arena's pages are shared by every process that attached them, so a write would
+reach every replica. NumPy marks the view read-only but torch ignores that flag, so
+`replace_tensors_(..., protect=True)` also `mprotect`s the arena's pages read-only in this process:
+a stray in-place write then faults in the writing process instead of corrupting its neighbours.
+The padding keeps the protected pages from touching any other object's memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import mmap
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ModelSkeleton", "TensorSpec", "extract_tensors", "replace_tensors_", "arena_nbytes"]
+
+_ALIGN = 64  # bytes; enough for any dtype view and for SIMD loads
+_PAGE = mmap.PAGESIZE
+_PROT_READ, _PROT_WRITE = 0x1, 0x2
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Where one parameter or buffer lives in the arena."""
+
+    fqn: str  # dotted module path + attribute name, e.g. "bert.encoder.layer.0.output.dense.weight"
+    is_parameter: bool  # parameters are re-registered as nn.Parameter, buffers as plain tensors
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int  # byte offset into the arena
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ModelSkeleton:
+    """A model with every parameter and buffer set to None, plus where each one goes."""
+
+    module: nn.Module
+    specs: tuple[TensorSpec, ...]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def _named_tensors(model: nn.Module):
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, p in module._parameters.items():
+            if p is not None:
+                yield f"{prefix}{name}", True, p
+        for name, b in module._buffers.items():
+            if b is not None:
+                yield f"{prefix}{name}", False, b
+
+
+def arena_nbytes(skeleton: ModelSkeleton) -> int:
+    """Bytes of tensor data the arena carries (each shared tensor counted once)."""
+    return sum({s.offset: s.nbytes for s in skeleton.specs}.values())
+
+
+def extract_tensors(model: nn.Module) -> tuple[ModelSkeleton, np.ndarray]:
+    """Copy every parameter and buffer of `model` into one arena; return it with a skeleton.
+
+    `model` is left untouched. Tensors shared between modules (tied weights) are stored once.
+    """
+    specs: list[TensorSpec] = []
+    placed: dict[int, int] = {}  # id(tensor) -> offset, so tied weights share bytes
+    sources: list[tuple[int, torch.Tensor]] = []
+    cursor = _PAGE
+    for fqn, is_param, tensor in _named_tensors(model):
+        nbytes = tensor.numel() * tensor.element_size()
+        if id(tensor) not in placed:
+            placed[id(tensor)] = cursor
+            sources.append((cursor, tensor))
+            cursor = _round_up(cursor + nbytes, _ALIGN)
+        specs.append(TensorSpec(fqn, is_param, tensor.dtype, tuple(tensor.shape), placed[id(tensor)], nbytes))
+    arena = np.zeros(_round_up(cursor, _PAGE) + _PAGE, dtype=np.uint8)
+    flat = torch.from_numpy(arena)
+    with torch.no_grad():
+        for offset, tensor in sources:
+            raw = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+            flat[offset : offset + raw.numel()].copy_(raw)
+    memo = {id(t): None for _, _, t in _named_tensors(model)}  # deepcopy leaves tensors behind
+    skeleton = copy.deepcopy(model, memo)
+    return ModelSkeleton(skeleton.eval(), tuple(specs)), arena
+
+
+def _mprotect(address: int, nbytes: int, prot: int) -> None:
+    """Set `prot` on the whole pages inside [address, address + nbytes)."""
+    start = _round_up(address, _PAGE)
+    end = (address + nbytes) // _PAGE * _PAGE
+    if end <= start:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.mprotect(start, end - start, prot) != 0:
+        raise OSError(ctypes.get_errno(), "mprotect of the weight arena failed")
+
+
+def replace_tensors_(skeleton: ModelSkeleton, arena: np.ndarray, *, protect: bool = False) -> None:
+    """Point every parameter and buffer of `skeleton.module` at its slice of `arena`, in place.
+
+    No copy is made: the module's tensors view `arena`'s memory and keep it alive. Parameters get
+    `requires_grad=False`. With `protect=True` the arena's pages become read-only in this process
+    until the arena is garbage collected; only use it on arenas that are not written afterwards
+    (e.g. ones returned by `ray.get`).
+    """
+    if arena.dtype != np.uint8 or arena.ndim != 1:
+        raise TypeError(f"arena must be a 1-D uint8 array, got {arena.dtype} with {arena.ndim} dims")
+    with warnings.catch_warnings():
+        # The object store hands out read-only arrays; torch warns it can't flag that. We enforce
+        # read-only ourselves (protect=True), so the warning carries no information here.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        flat = torch.as_tensor(arena)
+    modules = dict(skeleton.module.named_modules(remove_duplicate=False))
+    for spec in skeleton.specs:
+        assert spec.offset + spec.nbytes <= arena.nbytes, f"{spec.fqn} runs past the arena"
+        tensor = flat[spec.offset : spec.offset + spec.nbytes].view(spec.dtype).view(spec.shape)
+        mod_name, _, attr = spec.fqn.rpartition(".")
+        module = modules[mod_name]
+        if spec.is_parameter:
+            module._parameters[attr] = nn.Parameter(tensor, requires_grad=False)
+        else:
+            module._buffers[attr] = tensor
+    if protect:
+        _mprotect(arena.ctypes.data, arena.nbytes, _PROT_READ)
+        # Give the pages back their rights when the arena dies, so memory that the object store
+        # reuses later is writable again.
+        weakref.finalize(arena, _mprotect, arena.ctypes.data, arena.nbytes, _PROT_READ | _PROT_WRITE)

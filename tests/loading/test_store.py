@@ -1,0 +1,158 @@
+"""Model store: weights owned by a detached actor, attached zero-copy and read-only by others."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loading.artifact import save_artifact
+
+TEXTS = ["the store owns the weights", "replicas only map them"]
+
+
+@pytest.fixture(scope="module")
+def wide_artifact(tmp_path_factory, tokenizer):
+    """A classifier with ~35 MB of weights: large enough to see in a process's memory."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    config = BertConfig(
+        hidden_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=128,
+        num_labels=3,
+    )
+    out = tmp_path_factory.mktemp("wide") / "wide"
+    save_artifact(BertForSequenceClassification(config).eval(), tokenizer, out, name="wide")
+    return out
+
+
+def _remote_probe(ray, variant, model_dir, texts):
+    @ray.remote(num_cpus=0)
+    def probe():
+        import numpy as np
+
+        from loading.store import attach
+
+        attached = attach(variant, model_dir)
+        arena_lo = min(t.data_ptr() for t in attached.model.parameters())
+        maps = open("/proc/self/maps").read().splitlines()
+        region = next(
+            line
+            for line in maps
+            if int(line.split()[0].split("-")[0], 16) <= arena_lo < int(line.split()[0].split("-")[1], 16)
+        )
+        batch = attached.tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = attached.model(**batch).logits
+        return {
+            "logits": logits.numpy(),
+            "region": region,
+            "attach_ms": attached.attach_ms,
+            "np": np.__name__,
+        }
+
+    return ray.get(probe.remote())
+
+
+def test_attach_is_bit_identical_and_maps_shared_memory(ray_session, tiny_artifact, tokenizer):
+    from loading.artifact import load_model
+
+    result = _remote_probe(ray_session, "tiny", str(tiny_artifact), TEXTS)
+    model = load_model(tiny_artifact)
+    with torch.inference_mode():
+        expected = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    assert torch.equal(torch.tensor(result["logits"]), expected)
+    # the weights live in the object store's shared-memory mapping, not in private heap
+    assert "plasma" in result["region"] or "/dev/shm" in result["region"], result["region"]
+
+
+def test_store_keeps_one_copy_per_variant(ray_session, tiny_artifact):
+    from loading.store import model_store
+
+    _remote_probe(ray_session, "tiny", str(tiny_artifact), TEXTS)
+    store = model_store()
+    first = ray_session.get(store.ensure.remote("tiny", str(tiny_artifact)))
+    second = ray_session.get(store.ensure.remote("tiny", str(tiny_artifact)))
+    assert first["arena"] == second["arena"]
+    with pytest.raises(ray_session.exceptions.RayTaskError, match="already stored"):
+        ray_session.get(store.ensure.remote("tiny", "/elsewhere"))
+
+
+def test_write_to_shared_weights_is_refused(ray_session, tiny_artifact):
+    @ray_session.remote(num_cpus=0, max_retries=0)
+    def vandal():
+        from loading.store import attach
+
+        attached = attach("tiny", str(tiny_artifact))
+        attached.model.classifier.weight.data.fill_(1e9)  # faults: the pages are read-only
+        return "wrote"
+
+    @ray_session.remote(num_cpus=0)
+    def reader():
+        from loading.store import attach
+
+        return attach("tiny", str(tiny_artifact)).model.classifier.weight.abs().max().item()
+
+    before = ray_session.get(reader.remote())
+    with pytest.raises(ray_session.exceptions.WorkerCrashedError):
+        ray_session.get(vandal.remote())
+    after = ray_session.get(reader.remote())
+    assert after == before < 1e9
+
+
+def test_second_replica_does_not_double_weight_memory(ray_session, wide_artifact, tiny_artifact):
+    @ray_session.remote(num_cpus=0)
+    class Replica:
+        def attach_and_run(self):
+            import psutil
+
+            from loading.store import attach
+
+            attach("tiny", str(tiny_artifact))  # warm the code path: imports, tokenizer, threads
+            proc = psutil.Process()
+            before = proc.memory_full_info()
+            self.attached = attach("wide", str(wide_artifact))
+            total = sum(float(p.sum()) for p in self.attached.model.parameters())  # touch all
+            after = proc.memory_full_info()
+            return {
+                "uss_growth": after.uss - before.uss,
+                "shared_growth": after.shared - before.shared,
+                "arena_bytes": self.attached.arena_bytes,
+                "checksum": total,
+            }
+
+    first, second = Replica.remote(), Replica.remote()
+    a = ray_session.get(first.attach_and_run.remote())
+    b = ray_session.get(second.attach_and_run.remote())
+    assert a["checksum"] == b["checksum"]
+    assert a["arena_bytes"] > 30e6
+    # each replica's private memory grows by a small fraction of the weights: the pages are shared
+    for r in (a, b):
+        assert r["uss_growth"] < 0.25 * r["arena_bytes"], r
+        assert r["shared_growth"] > 0.9 * r["arena_bytes"], r
+
+
+def test_real_minilm_classifier_attaches_bit_identical(ray_session, tmp_path):
+    """End to end on the real offline encoder (22.7M params), not just the tiny test model."""
+    from transformers import AutoModelForSequenceClassification
+
+    from loading.artifact import load_tokenizer, verify_artifact
+    from tests.conftest import minilm_dir
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(minilm_dir()), num_labels=2, use_safetensors=True, local_files_only=True
+    ).eval()
+    tokenizer = load_tokenizer(minilm_dir())
+    out = tmp_path / "minilm"
+    info = save_artifact(model, tokenizer, out, name="minilm", method="import")
+    assert verify_artifact(out) == info
+    assert 22e6 < info.num_parameters < 24e6
+
+    result = _remote_probe(ray_session, "minilm", str(out), TEXTS)
+    with torch.inference_mode():
+        expected = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    assert torch.equal(torch.tensor(result["logits"]), expected)

@@ -1,0 +1,63 @@
+"""Skeleton/arena split: exact round trip, no copies, read-only shared memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from loading.zerocopy import arena_nbytes, extract_tensors, replace_tensors_
+from tests.conftest import tiny_classifier
+
+
+def _inputs(tokenizer):
+    return tokenizer(
+        ["a short text", "another, slightly longer text to classify"],
+        padding=True,
+        return_tensors="pt",
+    )
+
+
+def test_round_trip_is_bit_identical(tokenizer):
+    model = tiny_classifier()
+    skeleton, arena = extract_tensors(model)
+    replace_tensors_(skeleton, arena)
+    batch = _inputs(tokenizer)
+    with torch.inference_mode():
+        expected = model(**batch).logits
+        actual = skeleton.module(**batch).logits
+    assert torch.equal(expected, actual)
+
+
+def test_extract_leaves_input_alone_and_skeleton_empty():
+    model = tiny_classifier()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    skeleton, arena = extract_tensors(model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    leftover = [n for n, _ in skeleton.module.named_parameters()]
+    assert leftover == [], "skeleton must carry no weights"
+    tensors = [*model.parameters(), *model.buffers()]  # buffers include non-persistent ones
+    assert arena_nbytes(skeleton) == sum(t.numel() * t.element_size() for t in tensors)
+    assert arena.nbytes >= arena_nbytes(skeleton)
+
+
+def test_rebuilt_tensors_view_the_arena():
+    skeleton, arena = extract_tensors(tiny_classifier())
+    replace_tensors_(skeleton, arena)
+    lo, hi = arena.ctypes.data, arena.ctypes.data + arena.nbytes
+    tensors = list(skeleton.module.parameters()) + list(skeleton.module.buffers())
+    assert tensors
+    for t in tensors:
+        assert lo <= t.data_ptr() and t.data_ptr() + t.numel() * t.element_size() <= hi
+        assert not t.requires_grad
+    # a change to the arena shows in the model: it is the same memory, not a copy
+    weight = skeleton.module.classifier.weight
+    spec = next(s for s in skeleton.specs if s.fqn == "classifier.weight")
+    arena[spec.offset : spec.offset + 4] = np.frombuffer(np.float32(42.0).tobytes(), np.uint8)
+    assert weight.flatten()[0].item() == 42.0
+
+
+def test_bad_arena_is_refused():
+    skeleton, arena = extract_tensors(tiny_classifier())
+    with pytest.raises(TypeError, match="arena must be a 1-D uint8 array"):
+        replace_tensors_(skeleton, arena.view(np.float32))
