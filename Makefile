@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-artifacts: install  ## fine-tune the default model into artifacts/base unless it is already there
+artifacts: install  ## fine-tune artifacts/base and build the served variants, unless already there
 	$(PY) -m training.finetune --if-missing
+	$(PY) -m compression build --model artifacts/base --variants quant,pruned-75,pruned-quant-75 --if-missing
 
 serve: artifacts  ## serve every variant in serve_config.yaml on 127.0.0.1:8000 (foreground)
 	$(VENV)/bin/serve run serve_config.yaml

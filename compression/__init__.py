@@ -1,0 +1,59 @@
+"""Compression of BERT classifiers in pure torch: quantization, pruning, sparse storage, variant names.
+
+Importing the package registers every method with `compress`.
+"""
+
+from compression.prune import (
+    L1UnstructuredPruneConfig,
+    PruneScope,
+    RandomStructuredPruneConfig,
+    RandomUnstructuredPruneConfig,
+    sparsity_report,
+)
+from compression.quantize import (
+    Int8DynamicQuantConfig,
+    Int8Linear,
+    to_dynamic_quant,
+    to_dynamic_quant_,
+    to_int8_linear,
+)
+from compression.registry import compress, compress_chain, register, registered_configs
+from compression.sparse import (
+    SparseLayout,
+    SparseTensorParts,
+    choose_layout,
+    decode,
+    encode,
+    layout_nbytes,
+    pack_state_dict,
+    unpack_state_dict,
+)
+from compression.variants import build_variant, parse_variant, variant_name
+
+__all__ = [
+    "Int8DynamicQuantConfig",
+    "Int8Linear",
+    "L1UnstructuredPruneConfig",
+    "PruneScope",
+    "RandomStructuredPruneConfig",
+    "RandomUnstructuredPruneConfig",
+    "SparseLayout",
+    "SparseTensorParts",
+    "build_variant",
+    "choose_layout",
+    "compress",
+    "compress_chain",
+    "decode",
+    "encode",
+    "layout_nbytes",
+    "pack_state_dict",
+    "parse_variant",
+    "register",
+    "registered_configs",
+    "sparsity_report",
+    "to_dynamic_quant",
+    "to_dynamic_quant_",
+    "to_int8_linear",
+    "unpack_state_dict",
+    "variant_name",
+]

@@ -20,7 +20,7 @@ from ray.serve import Application
 from deployments.errors import InputError, install_error_handlers
 from loading.artifact import resolve_model_dir
 from loading.predict import Predictor
-from loading.store import attach, set_threads
+from loading.store import Int8Kernel, attach, set_threads
 
 __all__ = ["ClassifierArgs", "ClassifyRequest", "Classifier", "app_builder"]
 
@@ -38,6 +38,7 @@ class ClassifierArgs(BaseModel):
     max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
     max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
     max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
+    int8_kernel: Int8Kernel = Int8Kernel.FBGEMM  # int8 variants: private packed copy, ~1.4x faster
 
 
 class ClassifyRequest(BaseModel):
@@ -76,7 +77,7 @@ class Classifier:
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self.threads = set_threads(cpus)
         model_dir = resolve_model_dir(args.model_dir)
-        self.attached = attach(args.variant, model_dir)
+        self.attached = attach(args.variant, model_dir, int8_kernel=args.int8_kernel)
         self.predictor = Predictor(self.attached.model, self.attached.tokenizer, args.max_tokens)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         # One worker thread runs the model so the event loop keeps forming the next batch.
@@ -85,7 +86,7 @@ class Classifier:
             "x-replica-id": self.replica_id,
             "x-variant": args.variant,
             "x-weights-load-ms": f"{self.attached.attach_ms:.3f}",
-            "x-weights-loaded-from": "object-store-zero-copy",
+            "x-weights-loaded-from": self.attached.loaded_from,
         }
         api.state.max_body_bytes = args.max_body_bytes
         logger.info(
@@ -135,7 +136,7 @@ class Classifier:
             "replica_id": self.replica_id,
             "weights_load_ms": round(self.attached.attach_ms, 3),
             "store_wait_ms": round(self.attached.store_wait_ms, 3),
-            "weights_loaded_from": "object-store-zero-copy",
+            "weights_loaded_from": self.attached.loaded_from,
             "arena_bytes": self.attached.arena_bytes,
             "torch_threads": self.threads,
             "labels": self.predictor.labels,

@@ -25,6 +25,7 @@ __all__ = [
     "ArtifactError",
     "VariantInfo",
     "WEIGHTS_FILE",
+    "COMPRESSED_METHOD",
     "VARIANT_FILE",
     "content_hash",
     "folder_bytes",
@@ -39,6 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+COMPRESSED_METHOD = "compress"  # variant.json method of artifacts written by loading.build
 VARIANT_FILE = "variant.json"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -175,17 +177,47 @@ def verify_artifact(model_dir: str | os.PathLike) -> VariantInfo:
 
 
 def load_model(model_dir: str | os.PathLike) -> nn.Module:
-    """The classifier in `model_dir`, read from safetensors only, in eval mode."""
+    """The classifier in `model_dir`, read from safetensors only, in eval mode.
+
+    Compressed variants (quantized: `Int8Linear` layers; pruned: sparse-packed weights) are rebuilt
+    from their config and decoded from their packed tensors.
+    """
     from transformers import AutoModelForSequenceClassification
 
     model_dir = Path(model_dir)
     _check_folder(model_dir)
+    if (model_dir / VARIANT_FILE).exists() and read_variant_info(model_dir).method == COMPRESSED_METHOD:
+        return _load_compressed(model_dir)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), use_safetensors=True, local_files_only=True
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"cannot load a classifier from {model_dir}: {exc}") from exc
+    return model.eval()
+
+
+def _load_compressed(model_dir: Path) -> nn.Module:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from compression import Int8Linear, to_int8_linear, unpack_state_dict
+
+    try:
+        tensors = load_file(str(model_dir / WEIGHTS_FILE))
+        config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception as exc:  # safetensors and transformers raise several types for damaged files
+        raise ArtifactError(f"cannot read the compressed model in {model_dir}: {exc}") from exc
+    model = AutoModelForSequenceClassification.from_config(config)
+    if any(k.endswith(".weight_int8") or k.endswith(".weight_int8.__shape") for k in tensors):
+        model = to_int8_linear(model)
+    try:
+        model.load_state_dict(unpack_state_dict(tensors), strict=True)
+    except (RuntimeError, ValueError) as exc:
+        raise ArtifactError(f"weights in {model_dir} do not fit its config: {exc}") from exc
+    assert any(isinstance(m, Int8Linear) for m in model.modules()) == any(
+        ".weight_int8" in k for k in tensors
+    ), "int8 layers and int8 weights must come together"
     return model.eval()
 
 
@@ -208,16 +240,26 @@ def save_artifact(
     parent: str | None = None,
     method: str = "finetune",
     parameters: dict[str, Any] | None = None,
+    tensors: dict[str, Any] | None = None,
 ) -> VariantInfo:
     """Write a variant folder atomically: build it in a temp folder, then rename.
 
-    A crash half-way leaves either the old folder or none, never a half-written one.
+    A crash half-way leaves either the old folder or none, never a half-written one. `tensors`
+    replaces the model's own state dict in the weights file (e.g. sparse-packed weights); the model
+    then only contributes its config.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tensors is None:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            from safetensors.torch import save_file
+
+            model.config.save_pretrained(str(tmp))
+            plain = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+            save_file(plain, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(tmp))
         for stray in tmp.iterdir():  # never ship pickles next to the safetensors
             if stray.suffix in _PICKLE_SUFFIXES:

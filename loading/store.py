@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ import ray
 import torch
 from torch import nn
 
+from compression import Int8Linear, to_dynamic_quant_
 from loading.artifact import VariantInfo, load_model, load_tokenizer, verify_artifact
 from loading.zerocopy import ModelSkeleton, arena_nbytes, extract_tensors, replace_tensors_
 
 __all__ = [
     "AttachedModel",
+    "Int8Kernel",
     "ModelStore",
     "STORE_NAME",
     "STORE_NAMESPACE",
@@ -122,6 +125,7 @@ class AttachedModel:
     attach_ms: float  # time from asking the store to a runnable model (store_wait_ms included)
     store_wait_ms: float  # of which: waiting for the store (reads the disk only for the first replica)
     arena_bytes: int
+    loaded_from: str = "object-store-zero-copy"  # plus "+fbgemm-prepack" when int8 layers were packed
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -129,25 +133,48 @@ class AttachedModel:
             "attach_ms": round(self.attach_ms, 3),
             "store_wait_ms": round(self.store_wait_ms, 3),
             "arena_bytes": self.arena_bytes,
+            "loaded_from": self.loaded_from,
             "info": asdict(self.info),
         }
 
 
-def attach(variant: str, model_dir: str | os.PathLike, *, protect: bool = True) -> AttachedModel:
+class Int8Kernel(StrEnum):
+    """How a replica runs int8 Linear layers (measured in docs/COMPRESSION.md)."""
+
+    SHARED = "shared"  # dequantize the shared int8 weights per call: no private copy, fp32 speed
+    FBGEMM = "fbgemm"  # prepack a private copy per replica: faster int8 matmuls, more memory
+
+
+def attach(
+    variant: str,
+    model_dir: str | os.PathLike,
+    *,
+    protect: bool = True,
+    int8_kernel: Int8Kernel | str = Int8Kernel.SHARED,
+) -> AttachedModel:
     """Get `variant` from the model store (storing it from `model_dir` if needed), zero-copy.
 
     The returned model's tensors are read-only views of the node's shared memory; with `protect`
-    a write to them faults instead of corrupting every other replica's copy.
+    a write to them faults instead of corrupting every other replica's copy. With
+    `int8_kernel="fbgemm"` int8 layers are repacked into private FBGEMM weights (all other tensors
+    stay shared).
     """
+    int8_kernel = Int8Kernel(int8_kernel)
     start = time.perf_counter()
     refs = ray.get(model_store().ensure.remote(variant, str(Path(model_dir).resolve())))
     store_wait_ms = (time.perf_counter() - start) * 1e3
     bundle, arena = ray.get([refs["bundle"], refs["arena"]])
     model = bundle.skeleton.module
     replace_tensors_(bundle.skeleton, arena, protect=protect)
+    loaded_from = "object-store-zero-copy"
+    if int8_kernel is Int8Kernel.FBGEMM and any(isinstance(m, Int8Linear) for m in model.modules()):
+        to_dynamic_quant_(model)
+        loaded_from += "+fbgemm-prepack"
     model.eval()
     attach_ms = (time.perf_counter() - start) * 1e3
-    return AttachedModel(model, bundle.tokenizer, bundle.info, attach_ms, store_wait_ms, int(arena.nbytes))
+    return AttachedModel(
+        model, bundle.tokenizer, bundle.info, attach_ms, store_wait_ms, int(arena.nbytes), loaded_from
+    )
 
 
 def set_threads(num_cpus: float) -> int:

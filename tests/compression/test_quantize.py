@@ -1,0 +1,101 @@
+"""Dynamic int8 quantization and the shareable Int8Linear form."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.ao.nn.quantized.dynamic as nnqd
+import torch.nn.functional as F
+from torch import nn
+
+from compression import Int8DynamicQuantConfig, Int8Linear, compress, to_dynamic_quant, to_int8_linear
+from tests.compression.conftest import assert_unchanged, logits, snapshot
+
+LOGIT_ATOL = 0.02  # random tiny-model logits are O(0.1-1); int8 error measured < 1e-3
+
+
+def _modules(model: nn.Module, kind: type) -> list[str]:
+    return [fqn for fqn, m in model.named_modules() if type(m) is kind]
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_quantize_replaces_every_linear_and_stays_close(model, batch, per_channel):
+    before = snapshot(model)
+    quant = compress(model, Int8DynamicQuantConfig(per_channel=per_channel))
+    assert _modules(quant, nn.Linear) == []
+    assert len(_modules(quant, nnqd.Linear)) == len(_modules(model, nn.Linear))
+    scheme = torch.per_channel_affine if per_channel else torch.per_tensor_affine
+    assert quant.classifier.weight().qscheme() == scheme
+    torch.testing.assert_close(logits(quant, batch), logits(model, batch), atol=LOGIT_ATOL, rtol=0)
+    assert_unchanged(model, before)
+
+
+def test_quantize_is_quiet(model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        to_dynamic_quant(to_int8_linear(compress(model, Int8DynamicQuantConfig())))
+    assert [str(w.message)[:60] for w in caught if "quantiz" in str(w.message)] == []
+
+
+def test_config_validates():
+    with pytest.raises(TypeError, match="per_channel must be a bool"):
+        Int8DynamicQuantConfig(per_channel="yes")
+
+
+def test_float_to_int8_linear_is_per_channel_symmetric(model, batch):
+    before = snapshot(model)
+    int8 = to_int8_linear(model)
+    assert _modules(int8, nn.Linear) == []
+    assert len(_modules(int8, Int8Linear)) == len(_modules(model, nn.Linear))
+    layer = int8.bert.encoder.layer[0].intermediate.dense
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight.detach()
+    assert list(dict(layer.named_parameters())) == []  # plain buffers, shareable read-only
+    assert set(dict(layer.named_buffers())) == {"weight_int8", "scale", "bias"}
+    assert layer.weight_int8.dtype == torch.int8 and layer.scale.dtype == torch.float32
+    torch.testing.assert_close(layer.scale, weight.abs().amax(dim=1) / 127)
+    assert int(layer.weight_int8.abs().max()) == 127
+    assert (layer.dequantized_weight() - weight).abs().max() <= layer.scale.max() / 2 + 1e-7
+    torch.testing.assert_close(logits(int8, batch), logits(model, batch), atol=LOGIT_ATOL, rtol=0)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_linear_round_trip_is_bit_exact(model, batch, per_channel):
+    quant = compress(model, Int8DynamicQuantConfig(per_channel=per_channel))
+    int8 = to_int8_linear(quant)
+    back = to_dynamic_quant(int8)
+    assert _modules(int8, nnqd.Linear) == [] and _modules(back, Int8Linear) == []
+    for fqn in _modules(quant, nnqd.Linear):
+        original, shared = quant.get_submodule(fqn).weight(), int8.get_submodule(fqn)
+        assert torch.equal(shared.weight_int8, original.int_repr())
+        rebuilt = back.get_submodule(fqn).weight()
+        assert rebuilt.qscheme() == original.qscheme()
+        assert torch.equal(rebuilt.int_repr(), original.int_repr())
+        assert torch.equal(back.get_submodule(fqn).bias(), quant.get_submodule(fqn).bias())
+    assert torch.equal(logits(back, batch), logits(quant, batch))
+    # The shared form skips activation quantization, so it is at least as close to float.
+    torch.testing.assert_close(logits(int8, batch), logits(model, batch), atol=LOGIT_ATOL, rtol=0)
+
+
+def test_to_dynamic_quant_leaves_input_alone(model):
+    int8 = to_int8_linear(model)
+    before = snapshot(int8)
+    to_dynamic_quant(int8)
+    assert_unchanged(int8, before)
+    assert len(_modules(int8, Int8Linear)) > 0
+
+
+def test_int8_linear_forward_and_zero_rows():
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 4, bias=False)
+    with torch.no_grad():
+        linear.weight[1] = 0.0
+    layer = Int8Linear.from_float(linear)
+    assert layer.bias is None and "bias" not in layer.state_dict()
+    assert layer.scale[1] == 1.0 and not layer.weight_int8[1].any()
+    x = torch.randn(3, 8)
+    expected = F.linear(x, layer.weight_int8.float() * layer.scale[:, None])
+    assert torch.equal(layer(x), expected)
+    assert torch.equal(layer.to_dynamic().weight().int_repr(), layer.weight_int8)

@@ -1,0 +1,71 @@
+"""End to end: `serve run serve_config.yaml` serves the fine-tuned default model (slow)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+URL = "http://127.0.0.1:8000/base"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served():
+    if not (ROOT / "artifacts" / "base" / "variant.json").exists():
+        pytest.fail("artifacts/base is missing: run `make artifacts` (make test-slow does)")
+    serve_bin = Path(sys.executable).with_name("serve")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen(
+        [str(serve_bin), "run", "serve_config.yaml"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 180:
+            try:
+                if httpx.get(f"{URL}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "serve run exited before /base was healthy"
+            time.sleep(1)
+        else:
+            pytest.fail("/base/healthz did not answer within 180 s")
+        yield time.monotonic() - started
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_fine_tuned_model_predicts_dreaddit_test_texts(served):
+    from training.data import dreaddit_paths, load_table
+
+    table = load_table(dreaddit_paths()[1], label_names={"0": "not_stress", "1": "stress"})
+    texts, labels = table.texts[:128], table.labels[:128]
+    predicted = []
+    for start in range(0, len(texts), 32):
+        r = httpx.post(f"{URL}/classify", json={"texts": texts[start : start + 32]}, timeout=120)
+        assert r.status_code == 200, r.text
+        predicted += [p["label"] for p in r.json()["predictions"]]
+        assert r.headers["x-variant"] == "base"
+    accuracy = sum(p == t for p, t in zip(predicted, labels, strict=True)) / len(labels)
+    assert accuracy > 0.65, f"accuracy {accuracy:.3f} on 128 test texts (majority class ~0.52)"
+    health = httpx.get(f"{URL}/healthz", timeout=10).json()
+    assert health["labels"] == ["not_stress", "stress"]
+    assert health["weights_loaded_from"] == "object-store-zero-copy"
