@@ -137,7 +137,29 @@ def replace_tensors_(skeleton: ModelSkeleton, arena: np.ndarray, *, protect: boo
         else:
             module._buffers[attr] = tensor
     if protect:
-        _mprotect(arena.ctypes.data, arena.nbytes, _PROT_READ)
-        # Give the pages back their rights when the arena dies, so memory that the object store
-        # reuses later is writable again.
-        weakref.finalize(arena, _mprotect, arena.ctypes.data, arena.nbytes, _PROT_READ | _PROT_WRITE)
+        _protect_(arena)
+
+
+_protected: dict[tuple[int, int], int] = {}  # (address, nbytes) -> live arenas protecting it
+
+
+def _protect_(arena: np.ndarray) -> None:
+    """Make `arena`'s pages read-only until the last arena viewing the same memory dies.
+
+    `ray.get` of one object twice in a process returns two arrays over the same pages, so the
+    rights are reference-counted per address: the first to die must not unprotect the other.
+    """
+    key = (arena.ctypes.data, arena.nbytes)
+    if _protected.get(key, 0) == 0:
+        _mprotect(*key, _PROT_READ)
+    _protected[key] = _protected.get(key, 0) + 1
+    # Give the pages back their rights when the last arena dies, so memory that the object store
+    # reuses later is writable again.
+    weakref.finalize(arena, _unprotect, key)
+
+
+def _unprotect(key: tuple[int, int]) -> None:
+    _protected[key] -= 1
+    if _protected[key] == 0:
+        del _protected[key]
+        _mprotect(*key, _PROT_READ | _PROT_WRITE)

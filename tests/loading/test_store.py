@@ -114,7 +114,7 @@ def test_second_replica_does_not_double_weight_memory(ray_session, wide_artifact
             attach("tiny", str(tiny_artifact))  # warm the code path: imports, tokenizer, threads
             proc = psutil.Process()
             before = proc.memory_full_info()
-            self.attached = attach("wide", str(wide_artifact))
+            self.attached = attach("wide", str(wide_artifact), with_tokenizer=False)  # weights only
             total = sum(float(p.sum()) for p in self.attached.model.parameters())  # touch all
             after = proc.memory_full_info()
             return {

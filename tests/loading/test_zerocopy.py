@@ -61,3 +61,26 @@ def test_bad_arena_is_refused():
     skeleton, arena = extract_tensors(tiny_classifier())
     with pytest.raises(TypeError, match="arena must be a 1-D uint8 array"):
         replace_tensors_(skeleton, arena.view(np.float32))
+
+
+def test_protection_lasts_while_any_view_of_the_arena_lives():
+    """Two arenas over the same memory (as two `ray.get`s return): dropping one keeps pages read-only."""
+    import gc
+
+    from loading import zerocopy
+
+    skeleton, arena = extract_tensors(tiny_classifier())
+    first, second = arena[:], arena[:]  # two arrays, same address and size
+    skel_a, _ = extract_tensors(tiny_classifier())
+    skel_b, _ = extract_tensors(tiny_classifier())
+    replace_tensors_(skel_a, first, protect=True)
+    replace_tensors_(skel_b, second, protect=True)
+    key = (arena.ctypes.data, arena.nbytes)
+    assert zerocopy._protected[key] == 2
+    del skel_a, first
+    gc.collect()
+    assert zerocopy._protected[key] == 1, "the surviving model must stay protected"
+    del skel_b, second
+    gc.collect()
+    assert key not in zerocopy._protected
+    arena[-1] = 1  # writable again once nothing protects it
