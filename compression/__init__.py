@@ -1,4 +1,4 @@
-"""Compression of BERT classifiers in pure torch: quantization, pruning, sparse storage, variant names.
+"""Compression of BERT classifiers in pure torch: quantization, pruning, sparse storage and layers, variants.
 
 Importing the package registers every method with `compress`.
 """
@@ -28,6 +28,7 @@ from compression.sparse import (
     pack_state_dict,
     unpack_state_dict,
 )
+from compression.sparse_linear import SparseLinear, densify_, load_packed_state_dict_, to_sparse_linear
 from compression.variants import build_variant, parse_variant, variant_name
 
 __all__ = [
@@ -38,14 +39,17 @@ __all__ = [
     "RandomStructuredPruneConfig",
     "RandomUnstructuredPruneConfig",
     "SparseLayout",
+    "SparseLinear",
     "SparseTensorParts",
     "build_variant",
     "choose_layout",
     "compress",
     "compress_chain",
     "decode",
+    "densify_",
     "encode",
     "layout_nbytes",
+    "load_packed_state_dict_",
     "pack_state_dict",
     "parse_variant",
     "register",
@@ -54,6 +58,7 @@ __all__ = [
     "to_dynamic_quant",
     "to_dynamic_quant_",
     "to_int8_linear",
+    "to_sparse_linear",
     "unpack_state_dict",
     "variant_name",
 ]

@@ -179,8 +179,8 @@ def verify_artifact(model_dir: str | os.PathLike) -> VariantInfo:
 def load_model(model_dir: str | os.PathLike) -> nn.Module:
     """The classifier in `model_dir`, read from safetensors only, in eval mode.
 
-    Compressed variants (quantized: `Int8Linear` layers; pruned: sparse-packed weights) are rebuilt
-    from their config and decoded from their packed tensors.
+    Compressed variants are rebuilt from their config: int8 layers as `Int8Linear`, pruned layers as
+    `SparseLinear` holding their packed tensors as they are (decoded per call, so they stay small).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -198,10 +198,15 @@ def load_model(model_dir: str | os.PathLike) -> nn.Module:
 
 
 def _load_compressed(model_dir: Path) -> nn.Module:
+    """Rebuild a `loading.build` artifact; pruned weights stay packed in `SparseLinear` layers.
+
+    Nothing is decoded here, so the model store puts the compact form into shared memory; replicas
+    decode per call or `densify_` (see `loading.store.attach`).
+    """
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from compression import Int8Linear, to_int8_linear, unpack_state_dict
+    from compression import Int8Linear, SparseLinear, load_packed_state_dict_, to_int8_linear
 
     try:
         tensors = load_file(str(model_dir / WEIGHTS_FILE))
@@ -212,12 +217,14 @@ def _load_compressed(model_dir: Path) -> nn.Module:
     if any(k.endswith(".weight_int8") or k.endswith(".weight_int8.__shape") for k in tensors):
         model = to_int8_linear(model)
     try:
-        model.load_state_dict(unpack_state_dict(tensors), strict=True)
+        load_packed_state_dict_(model, tensors)
     except (RuntimeError, ValueError) as exc:
         raise ArtifactError(f"weights in {model_dir} do not fit its config: {exc}") from exc
-    assert any(isinstance(m, Int8Linear) for m in model.modules()) == any(
-        ".weight_int8" in k for k in tensors
-    ), "int8 layers and int8 weights must come together"
+    int8_layers = any(
+        isinstance(m, Int8Linear) or (isinstance(m, SparseLinear) and m.scale is not None)
+        for m in model.modules()
+    )
+    assert int8_layers == any(".weight_int8" in k for k in tensors), "int8 layers and weights come together"
     return model.eval()
 
 

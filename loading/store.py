@@ -21,7 +21,7 @@ import ray
 import torch
 from torch import nn
 
-from compression import Int8Linear, to_dynamic_quant_
+from compression import Int8Linear, SparseLinear, densify_, to_dynamic_quant_
 from loading.artifact import VariantInfo, load_model, load_tokenizer, verify_artifact
 from loading.zerocopy import ModelSkeleton, arena_nbytes, extract_tensors, replace_tensors_
 
@@ -31,6 +31,7 @@ __all__ = [
     "ModelStore",
     "STORE_NAME",
     "STORE_NAMESPACE",
+    "SparseKernel",
     "attach",
     "model_store",
     "set_threads",
@@ -126,7 +127,7 @@ class AttachedModel:
     attach_ms: float  # time from asking the store to a runnable model (store_wait_ms included)
     store_wait_ms: float  # of which: waiting for the store (reads the disk only for the first replica)
     arena_bytes: int
-    loaded_from: str = "object-store-zero-copy"  # plus "+fbgemm-prepack" when int8 layers were packed
+    loaded_from: str = "object-store-zero-copy"  # plus "+densified", "+fbgemm-prepack": see attach
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -146,6 +147,13 @@ class Int8Kernel(StrEnum):
     FBGEMM = "fbgemm"  # prepack a private copy per replica: faster int8 matmuls, more memory
 
 
+class SparseKernel(StrEnum):
+    """How a replica runs pruned layers stored sparse (`SparseLinear`; see `compression.sparse_bench`)."""
+
+    SHARED = "shared"  # decode each weight per call from the shared sparse parts: no private copy
+    DENSE = "dense"  # densify_ into private dense weights per replica: dense speed and memory
+
+
 def attach(
     variant: str,
     model_dir: str | os.PathLike,
@@ -153,15 +161,19 @@ def attach(
     protect: bool = True,
     with_tokenizer: bool = True,
     int8_kernel: Int8Kernel | str = Int8Kernel.SHARED,
+    sparse_kernel: SparseKernel | str = SparseKernel.SHARED,
 ) -> AttachedModel:
     """Get `variant` from the model store (storing it from `model_dir` if needed), zero-copy.
 
     The returned model's tensors are read-only views of the node's shared memory; with `protect`
     a write to them faults instead of corrupting every other replica's copy. With
     `int8_kernel="fbgemm"` int8 layers are repacked into private FBGEMM weights (all other tensors
-    stay shared).
+    stay shared). With `sparse_kernel="dense"` sparse layers are first decoded into private
+    `nn.Linear` / `Int8Linear` layers, so fbgemm then packs the int8 ones too; with "shared" they stay
+    `SparseLinear` (int8 ones dequantized per call) and fbgemm packs only the dense int8 layers.
     """
     int8_kernel = Int8Kernel(int8_kernel)
+    sparse_kernel = SparseKernel(sparse_kernel)
     start = time.perf_counter()
     key = (variant, str(Path(model_dir).resolve()))
     refs = _store_refs(key)
@@ -175,6 +187,9 @@ def attach(
     model = bundle.skeleton.module
     replace_tensors_(bundle.skeleton, arena, protect=protect)
     loaded_from = "object-store-zero-copy"
+    if sparse_kernel is SparseKernel.DENSE and any(isinstance(m, SparseLinear) for m in model.modules()):
+        densify_(model)  # before fbgemm, so that it packs the decoded int8 layers as well
+        loaded_from += "+densified"
     if int8_kernel is Int8Kernel.FBGEMM and any(isinstance(m, Int8Linear) for m in model.modules()):
         to_dynamic_quant_(model)
         loaded_from += "+fbgemm-prepack"

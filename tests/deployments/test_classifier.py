@@ -34,8 +34,13 @@ def base_url(ray_session, tiny_artifact):
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"variant": "tiny", "model_dir": str(tiny_artifact), "max_texts": 8, "max_text_chars": 5000,
-            "max_body_bytes": 100_000}
+    args = {
+        "variant": "tiny",
+        "model_dir": str(tiny_artifact),
+        "max_texts": 8,
+        "max_text_chars": 5000,
+        "max_body_bytes": 100_000,
+    }
     serve.run(app_builder(args), name="tiny", route_prefix="/tiny")
     yield f"http://127.0.0.1:{port}/tiny"
     serve.delete("tiny")
@@ -117,8 +122,9 @@ def test_concurrent_callers_each_get_their_own_answers(base_url, local_predictor
 )
 def test_bad_input_gets_4xx_with_message(base_url, body, status, message):
     content = body if isinstance(body, str) else json.dumps(body)
-    r = httpx.post(f"{base_url}/classify", content=content,
-                   headers={"content-type": "application/json"}, timeout=30)
+    r = httpx.post(
+        f"{base_url}/classify", content=content, headers={"content-type": "application/json"}, timeout=30
+    )
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
     assert r.headers["x-replica-id"]
