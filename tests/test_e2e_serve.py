@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-URL = "http://127.0.0.1:8000/base"
+HOST = "http://127.0.0.1:8000"
+URL = f"{HOST}/base"
+VARIANTS = ["base", "quant", "pruned-75", "pruned-quant-75"]
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +38,14 @@ def served():
     try:
         while time.monotonic() - started < 180:
             try:
-                if httpx.get(f"{URL}/healthz", timeout=2).status_code == 200:
+                if all(httpx.get(f"{HOST}/{v}/healthz", timeout=2).status_code == 200 for v in VARIANTS):
                     break
             except httpx.HTTPError:
                 pass
             assert proc.poll() is None, "serve run exited before /base was healthy"
             time.sleep(1)
         else:
-            pytest.fail("/base/healthz did not answer within 180 s")
+            pytest.fail("not every variant's /healthz answered within 180 s")
         yield time.monotonic() - started
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -69,3 +71,13 @@ def test_fine_tuned_model_predicts_dreaddit_test_texts(served):
     health = httpx.get(f"{URL}/healthz", timeout=10).json()
     assert health["labels"] == ["not_stress", "stress"]
     assert health["weights_loaded_from"] == "object-store-zero-copy"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_answers_and_says_how_it_was_loaded(served, variant):
+    r = httpx.post(f"{HOST}/{variant}/classify", json={"text": "I cannot sleep before my exam."}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["variant"] == variant == r.headers["x-variant"]
+    assert r.headers["x-weights-loaded-from"].startswith("object-store-zero-copy")
+    health = httpx.get(f"{HOST}/{variant}/healthz", timeout=10).json()
+    assert health["variant"] == variant and health["arena_bytes"] > 0
