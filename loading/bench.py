@@ -34,12 +34,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from loading.machine import machine_info
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "main", "run_benchmark"]
 
@@ -278,7 +279,6 @@ def _log_table(result: dict[str, Any]) -> None:
 def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     """Prepare the models, start Ray and the store, time every run; return the JSON-ready result."""
     import ray
-    import transformers
 
     from loading.store import model_store
 
@@ -286,15 +286,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
         os.environ.setdefault(key, value)  # ray.init passes the environment on to its workers
     _import_model_code()  # also quiets the load reports of building the models
     result: dict[str, Any] = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_avg_1_5_15m": [round(x, 2) for x in os.getloadavg()],  # others' jobs skew timings
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-            "transformers": transformers.__version__,
-        },
+        "machine": machine_info(),
         "config": asdict(cfg),
         "models": {},
     }
