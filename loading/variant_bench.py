@@ -36,7 +36,6 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from compression import Int8DynamicQuantConfig, parse_variant
+from loading.machine import machine_info
 
 __all__ = ["MODELS", "VariantBenchConfig", "kernel_options", "main", "measure_model", "run_benchmark"]
 
@@ -478,15 +478,7 @@ def run_benchmark(cfg: VariantBenchConfig, out_dir: str | Path) -> dict[str, Any
         os.environ.setdefault(key, value)  # ray.init hands the environment to its workers
     transformers.utils.logging.set_verbosity_error()
     result: dict[str, Any] = {
-        "machine": {
-            "cores": os.cpu_count(),
-            "load_avg_1_5_15m_start": [round(x, 2) for x in os.getloadavg()],
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-            "transformers": transformers.__version__,
-        },
+        "machine": machine_info(),
         "config": asdict(cfg),
         "kernels": {"sparse": list(_sparse_kernels()), "sparse_default": _sparse_default()},
         "models": {},
