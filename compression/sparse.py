@@ -201,30 +201,42 @@ def pack_state_dict(model: nn.Module, layout: SparseLayout | str | None = None) 
     return packed
 
 
-def unpack_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of `pack_state_dict`: a state dict with every sparse weight decoded to dense.
+def _packed_weights(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, SparseTensorParts], set[str]]:
+    """The sparse weights in `pack_state_dict` output, by state-dict key, and every key they use.
 
-    Pass-through tensors are returned as they are (same objects); decoded weights are new tensors.
+    Raises:
+        ValueError: a sparse weight lacks one of its parts, or a part has no weight (`.__shape` key).
     """
     suffix = f".{_SHAPE_KEY}"
-    sparse_keys = [k[: -len(suffix)] for k in tensors if k.endswith(suffix)]
-    part_keys = {f"{key}.__{name}" for key in sparse_keys for names in _PART_NAMES.values() for name in names}
-    part_keys |= {f"{key}{suffix}" for key in sparse_keys}
-    state = {k: v for k, v in tensors.items() if k not in part_keys}
-    stray = [k for k in state if ".__" in k]
-    if stray:
-        raise ValueError(
-            f"tensors must hold complete sparse entries with a {suffix} key, got stray {stray[0]!r}"
-        )
-    for key in sparse_keys:
+    found: dict[str, SparseTensorParts] = {}
+    used: set[str] = set()
+    for key in [k[: -len(suffix)] for k in tensors if k.endswith(suffix)]:
         layout = SparseLayout.BITMASK if f"{key}.__mask" in tensors else SparseLayout.CSR
         names = _PART_NAMES[layout.value]
         missing = [f"{key}.__{n}" for n in names if f"{key}.__{n}" not in tensors]
         if missing:
             raise ValueError(
-                f"tensors must hold every part of a {layout.value} weight, got no {missing[0]!r}"
+                f"tensors must hold every part of a {layout.value} weight {key!r}, got no {missing[0]!r}"
             )
-        rows, cols = (int(n) for n in tensors[f"{key}{suffix}"].tolist())
-        parts = SparseTensorParts(layout, (rows, cols), {n: tensors[f"{key}.__{n}"] for n in names})
+        shape = tuple(int(n) for n in tensors[f"{key}{suffix}"].tolist())
+        found[key] = SparseTensorParts(layout, shape, {n: tensors[f"{key}.__{n}"] for n in names})
+        used.update(f"{key}.__{n}" for n in names)
+        used.add(f"{key}{suffix}")
+    stray = [k for k in tensors if ".__" in k and k not in used]
+    if stray:
+        raise ValueError(
+            f"tensors must hold complete sparse entries with a {suffix} key, got stray {stray[0]!r}"
+        )
+    return found, used
+
+
+def unpack_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `pack_state_dict`: a state dict with every sparse weight decoded to dense.
+
+    Pass-through tensors are returned as they are (same objects); decoded weights are new tensors.
+    """
+    packed, used = _packed_weights(tensors)
+    state = {k: v for k, v in tensors.items() if k not in used}
+    for key, parts in packed.items():
         state[key] = decode(parts)
     return state

@@ -30,9 +30,9 @@ from compression.quantize import Int8Linear
 from compression.registry import _swap_modules_
 from compression.sparse import (
     _PART_NAMES,
-    _SHAPE_KEY,
     SparseLayout,
     SparseTensorParts,
+    _packed_weights,
     _sparse_layout,
     decode,
     encode,
@@ -234,10 +234,9 @@ def load_packed_state_dict_(model: nn.Module, tensors: dict[str, torch.Tensor]) 
     Raises:
         ValueError: `tensors` do not fit `model` (missing, unexpected or inconsistent entries).
     """
-    suffix = f".{_SHAPE_KEY}"
+    packed, consumed = _packed_weights(tensors)
     built: dict[str, SparseLinear] = {}
-    consumed: set[str] = set()
-    for key in [k[: -len(suffix)] for k in tensors if k.endswith(suffix)]:
+    for key, parts in packed.items():
         fqn, _, attr = key.rpartition(".")
         try:
             module = model.get_submodule(fqn)
@@ -251,34 +250,23 @@ def load_packed_state_dict_(model: nn.Module, tensors: dict[str, torch.Tensor]) 
                 f"sparse weight {key!r} must be the weight of an nn.Linear or weight_int8 of an Int8Linear, "
                 f"got {type(module).__name__}.{attr}"
             )
-        layout = SparseLayout.BITMASK if f"{key}.__mask" in tensors else SparseLayout.CSR
-        names = [f"{key}.__{n}" for n in _PART_NAMES[layout.value]]
         extras = [f"{fqn}.scale"] if int8 else []
         extras += [f"{fqn}.bias"] if module.bias is not None else []
-        missing = [k for k in (*names, *extras) if k not in tensors]
+        missing = [k for k in extras if k not in tensors]
         if missing:
             raise ValueError(
-                f"tensors must hold every part of {layout.value} weight {key!r}, got no {missing[0]!r}"
+                f"tensors must hold every part of {parts.layout.value} weight {key!r}, got no {missing[0]!r}"
             )
-        shape = tuple(int(n) for n in tensors[f"{key}{suffix}"].tolist())
         expected = (module.out_features, module.in_features)
-        if shape != expected:
-            raise ValueError(f"sparse weight {key!r} must have shape {expected}, got {shape}")
-        parts = SparseTensorParts(
-            layout, shape, {n: tensors[f"{key}.__{n}"] for n in _PART_NAMES[layout.value]}
-        )
+        if tuple(parts.shape) != expected:
+            raise ValueError(f"sparse weight {key!r} must have shape {expected}, got {tuple(parts.shape)}")
         built[fqn] = SparseLinear(
             parts,
             scale=tensors[f"{fqn}.scale"] if int8 else None,
             bias=tensors[f"{fqn}.bias"] if module.bias is not None else None,
         )
-        consumed.update(names, extras, [f"{key}{suffix}"])
+        consumed.update(extras)
     rest = {k: v for k, v in tensors.items() if k not in consumed}
-    stray = [k for k in rest if ".__" in k]
-    if stray:
-        raise ValueError(
-            f"tensors must hold complete sparse entries with a {suffix} key, got stray {stray[0]!r}"
-        )
     _swap_modules_(model, lambda _, fqn: fqn in built, lambda _, fqn: built[fqn])
     own = {f"{fqn}.{name}" for fqn, m in built.items() for name, _ in m.named_buffers()}
     result = model.load_state_dict(rest, strict=False)
