@@ -12,7 +12,9 @@ from compression.prune import (
 )
 from compression.quantize import (
     Int8DynamicQuantConfig,
+    Int8Embedding,
     Int8Linear,
+    empty_int8_embeddings_,
     to_dynamic_quant,
     to_dynamic_quant_,
     to_int8_linear,
@@ -33,6 +35,7 @@ from compression.variants import build_variant, parse_variant, variant_name
 
 __all__ = [
     "Int8DynamicQuantConfig",
+    "Int8Embedding",
     "Int8Linear",
     "L1UnstructuredPruneConfig",
     "PruneScope",
@@ -47,6 +50,7 @@ __all__ = [
     "compress_chain",
     "decode",
     "densify_",
+    "empty_int8_embeddings_",
     "encode",
     "layout_nbytes",
     "load_packed_state_dict_",

@@ -18,7 +18,7 @@ import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 from torch.nn.utils import prune
 
-from compression.quantize import Int8Linear, _quiet_quantization_warnings
+from compression.quantize import Int8Embedding, Int8Linear, _quiet_quantization_warnings
 from compression.registry import _find_modules, register
 
 __all__ = [
@@ -189,8 +189,8 @@ def sparsity_report(model: nn.Module, include_classifier: bool = False) -> dict[
 
     Works on float, Int8Linear and dynamic-quantized models. "dense" covers the layers pruning
     targets (encoder Linear layers, plus the head if `include_classifier`); "total" covers every
-    parameter and the weights and biases of int8 Linear layers (not their scales or buffers such
-    as position ids).
+    parameter, the weights and biases of int8 Linear layers and 8-bit embedding tables (not scales
+    or buffers such as position ids).
 
     Returns:
         {"layers": {fqn: {"numel", "nonzero", "sparsity"}}, "dense": {...}, "total": {...}}
@@ -205,6 +205,9 @@ def sparsity_report(model: nn.Module, include_classifier: bool = False) -> dict[
         bias = module.bias if isinstance(module, Int8Linear) else module.bias()
         if bias is not None:
             tensors.append(bias.detach())
+    tensors += [
+        m.dequantized_weight() for _, m in _find_modules(model, lambda m, _: isinstance(m, Int8Embedding))
+    ]
     dense_numel = sum(v["numel"] for v in layers.values())
     dense_nonzero = sum(v["nonzero"] for v in layers.values())
     total_numel = sum(t.numel() for t in tensors)

@@ -1,4 +1,4 @@
-"""Dynamic int8 quantization of Linear layers, and a plain-tensor int8 Linear that can be shared.
+"""Dynamic int8 quantization of Linear layers (and 8-bit embeddings), in forms that can be shared.
 
 Two forms of the same int8 weights:
 
@@ -12,6 +12,11 @@ Two forms of the same int8 weights:
 
 `to_int8_linear` / `to_dynamic_quant` convert between the two without changing a single int8 value or
 scale, so a replica can pick the kernel it wants after a zero-copy load.
+
+Embeddings are quantized weight-only, one scale and zero point per row (torch.ao's
+`float_qparams_weight_only_qconfig`): BERT-base's word embeddings alone are 94 MB in float32, more than
+all its int8 Linear weights. `Int8Embedding` is their shareable form: a lookup gathers the 8-bit rows
+and dequantizes just those, so it is as fast as the float lookup.
 """
 
 from __future__ import annotations
@@ -24,13 +29,22 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from torch import nn
 
 from compression.registry import _swap_modules_, register
 
-__all__ = ["Int8DynamicQuantConfig", "Int8Linear", "to_dynamic_quant", "to_int8_linear"]
+__all__ = [
+    "Int8DynamicQuantConfig",
+    "Int8Embedding",
+    "Int8Linear",
+    "empty_int8_embeddings_",
+    "to_dynamic_quant",
+    "to_dynamic_quant_",
+    "to_int8_linear",
+]
 
 _QMAX = 127  # symmetric range [-127, 127] so that -w quantizes to -q
 
@@ -50,18 +64,33 @@ class Int8DynamicQuantConfig:
 
     NAME: ClassVar[str] = "quant"
     per_channel: bool = False  # per-tensor scale is what the study measured (181.5 MB, 99.4% agreement)
+    # 8-bit embeddings with a scale per row: without them the float32 embeddings are half of quant's
+    # bytes and cap pruned+quant at ~70% of quant (docs/COMPRESSION.md); accuracy: docs/EVALUATION.md.
+    embeddings: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.per_channel, bool):
-            raise TypeError(f"per_channel must be a bool, got {type(self.per_channel).__name__}")
+        for name in ("per_channel", "embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
 @register(Int8DynamicQuantConfig)
 def _quantize_dynamic(model: nn.Module, cfg: Int8DynamicQuantConfig) -> nn.Module:
-    qconfig = torch.ao.quantization.per_channel_dynamic_qconfig if cfg.per_channel else None
-    spec = {nn.Linear: qconfig} if qconfig is not None else {nn.Linear}
+    tq = torch.ao.quantization
+    spec: dict[type, object] = {
+        nn.Linear: tq.per_channel_dynamic_qconfig if cfg.per_channel else tq.default_dynamic_qconfig
+    }
+    if cfg.embeddings:
+        spec[nn.Embedding] = tq.float_qparams_weight_only_qconfig
     with _quiet_quantization_warnings():
-        return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+        model = tq.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    # torch.ao's quantized Embedding refuses non-contiguous ids, which BERT passes (expanded token
+    # types), so embeddings go straight to their shareable form, same values.
+    _swap_modules_(
+        model, lambda m, _: isinstance(m, nnq.Embedding), lambda m, _: Int8Embedding.from_quantized(m)
+    )
+    return model
 
 
 class Int8Linear(nn.Module):
@@ -163,11 +192,67 @@ class Int8Linear(nn.Module):
         )
 
 
-def to_int8_linear(model: nn.Module) -> nn.Module:
-    """Copy of `model` with every float nn.Linear and dynamic-quantized Linear turned into Int8Linear.
+class Int8Embedding(nn.Module):
+    """An embedding table stored as 8-bit rows with a float scale and zero point per row, plain buffers.
 
-    Dynamic-quantized layers keep their exact int8 values and scales; float layers are quantized
-    symmetrically per output channel.
+    `row_i = (weight_uint8[i] - zero_point[i]) * scale[i]`, exactly what torch.ao's quantized
+    `Embedding` computes, but in buffers zero-copy loading can point at shared memory.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.register_buffer("weight_uint8", torch.zeros(num_embeddings, embedding_dim, dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones(num_embeddings, dtype=torch.float32))
+        self.register_buffer("zero_point", torch.zeros(num_embeddings, dtype=torch.float32))
+
+    @classmethod
+    def from_quantized(cls, qembedding: nnq.Embedding) -> Int8Embedding:
+        """Take the exact 8-bit rows and their qparams out of a torch.ao quantized Embedding."""
+        with _quiet_quantization_warnings():
+            qweight = qembedding.weight()
+        if qweight.qscheme() != torch.per_channel_affine_float_qparams or qweight.q_per_channel_axis() != 0:
+            raise ValueError(
+                f"qembedding must be quantized per row with float qparams, got {qweight.qscheme()}"
+            )
+        module = cls(qembedding.num_embeddings, qembedding.embedding_dim)
+        # Copies: the qparams returned here can view memory that dies with `qweight`.
+        module.weight_uint8 = qweight.int_repr().contiguous()
+        module.scale = qweight.q_per_channel_scales().to(torch.float32).clone()
+        module.zero_point = qweight.q_per_channel_zero_points().to(torch.float32).clone()
+        return module
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The whole float32 table, (num_embeddings, embedding_dim)."""
+        return (self.weight_uint8.float() - self.zero_point[:, None]) * self.scale[:, None]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (...) -> (..., embedding_dim)
+        rows = F.embedding(ids, self.weight_uint8).float()
+        return (rows - self.zero_point[ids].unsqueeze(-1)) * self.scale[ids].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+def empty_int8_embeddings_(model: nn.Module, fqns: set[str]) -> None:
+    """In place: swap the nn.Embedding layers named in `fqns` for zero `Int8Embedding`s of their shape.
+
+    For rebuilding a saved 8-bit model from its float architecture before loading its state dict.
+    """
+    _swap_modules_(
+        model,
+        lambda m, fqn: fqn in fqns and isinstance(m, nn.Embedding),
+        lambda m, _: Int8Embedding(m.num_embeddings, m.embedding_dim),
+    )
+
+
+def to_int8_linear(model: nn.Module) -> nn.Module:
+    """Copy of `model` with every Linear layer in the shareable int8 form.
+
+    Dynamic-quantized Linear layers become `Int8Linear`, keeping their exact int8 values and scales;
+    float nn.Linear layers are quantized symmetrically per output channel. (Quantized embeddings are
+    `Int8Embedding` already.)
     """
     out = copy.deepcopy(model)
     with torch.no_grad():

@@ -5,7 +5,8 @@ classifier (random weights, ~110M parameters), each as dense fp32, int8, L1-prun
 pruned-then-quantized (int8 values) in the bitmask, CSR and automatic ("auto": smallest per weight)
 layouts, with the ratios the project targets. Bytes are tensor bytes of the packed state dict (what
 safetensors writes, minus its small JSON header); int8 weights are counted in `Int8Linear` form
-(int8 values + a float32 scale per output row). Embeddings stay fp32 and count in every total.
+(int8 values + a float32 scale per output row). Embeddings are float32 in base and pruned and 8-bit
+(a scale and zero point per row) in quant and pruned-quant; they count in every total.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from compression.prune import L1UnstructuredPruneConfig
-from compression.quantize import Int8DynamicQuantConfig, Int8Linear, to_int8_linear
+from compression.quantize import Int8DynamicQuantConfig, Int8Embedding, Int8Linear, to_int8_linear
 from compression.registry import compress
 from compression.sparse import SparseLayout, encode, pack_state_dict
 
@@ -71,15 +72,20 @@ def layer_sizes(rows: int = 768, cols: int = 3072, amount: float = 0.75, seed: i
     return sizes
 
 
+def _embedding_bytes(model: nn.Module) -> int:
+    """Bytes of the embedding tables (float or 8-bit with their qparams)."""
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding | Int8Embedding)]
+    return sum(_nbytes(dict(m.state_dict())) for m in tables)
+
+
 def model_sizes(model: nn.Module, amount: float = 0.75) -> dict[str, Any]:
     """Bytes of `model` as base, quant, pruned and pruned-quant (per layout), plus the target checks."""
     base = _nbytes(model.state_dict())
-    embeddings = sum(
-        p.numel() * p.element_size() for name, p in model.named_parameters() if "embeddings" in name
-    )
+    embeddings = _embedding_bytes(model)
     logger.info("quantizing")
     quant_model = to_int8_linear(compress(model, Int8DynamicQuantConfig()))
     quant = _nbytes(quant_model.state_dict())
+    embeddings_8bit = _embedding_bytes(quant_model)
     del quant_model
     logger.info("pruning %.0f%%", amount * 100)
     pruned_model = compress(model, L1UnstructuredPruneConfig(amount=amount))
@@ -93,13 +99,14 @@ def model_sizes(model: nn.Module, amount: float = 0.75) -> dict[str, Any]:
         "quant/base": quant / base,
         f"pruned-{pct}/base": pruned["auto"] / base,
         f"pruned-quant-{pct}/quant": pruned_quant["auto"] / quant,
-        f"pruned-quant-{pct}/quant, embeddings excluded": (pruned_quant["auto"] - embeddings)
-        / (quant - embeddings),
+        f"pruned-quant-{pct}/quant, embeddings excluded": (pruned_quant["auto"] - embeddings_8bit)
+        / (quant - embeddings_8bit),
     }
     return {
         "amount": amount,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "embeddings_fp32": embeddings,
+        "embeddings_8bit": embeddings_8bit,
         "base": base,
         "quant": quant,
         f"pruned-{pct}": pruned,

@@ -26,7 +26,7 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from torch import nn
 
-from compression.quantize import Int8Linear
+from compression.quantize import Int8Linear, empty_int8_embeddings_
 from compression.registry import _swap_modules_
 from compression.sparse import (
     _PART_NAMES,
@@ -228,12 +228,13 @@ def load_packed_state_dict_(model: nn.Module, tensors: dict[str, torch.Tensor]) 
 
     `model` must have the packed model's architecture, with `Int8Linear` where its weights are int8
     (e.g. `to_int8_linear(skeleton)`). The layer of each sparse weight becomes a `SparseLinear` that
-    holds the given tensors themselves (no decode, no copy); every other tensor is copied into `model`
-    as `load_state_dict(strict=True)` does.
+    holds the given tensors themselves (no decode, no copy), and each embedding stored 8-bit an
+    `Int8Embedding`; every other tensor is copied into `model` as `load_state_dict(strict=True)` does.
 
     Raises:
         ValueError: `tensors` do not fit `model` (missing, unexpected or inconsistent entries).
     """
+    empty_int8_embeddings_(model, {k.rpartition(".")[0] for k in tensors if k.endswith(".weight_uint8")})
     packed, consumed = _packed_weights(tensors)
     built: dict[str, SparseLinear] = {}
     for key, parts in packed.items():

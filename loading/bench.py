@@ -7,7 +7,10 @@ for three methods:
   pickles are made here, from our own model, in a temp folder: loading a foreign pickle runs its code.
 - `from_pretrained`: Hugging Face `from_pretrained` from a safetensors artifact folder.
 - `zerocopy`: `loading.store.attach`, which maps the weight arena the model store put in Ray's
-  object store.
+  object store. The first attach in a process asks the store, unpickles the skeleton and wraps the
+  arena; later ones clone that module tree, sharing its tensors (what a replica pays to re-attach).
+- `zerocopy_remap`: the same, but every load forgets the process's mapping first, so each one pays
+  the store round trip, the skeleton unpickle and the tensor wrapping again.
 
 Every (model, method, N) run happens in a process that never loaded that model: a fresh
 `python -m loading.bench --worker ...` subprocess, or a fresh Ray actor for `zerocopy`. Imports
@@ -46,7 +49,7 @@ __all__ = ["METHODS", "MODELS", "BenchConfig", "main", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("torch_load", "from_pretrained", "zerocopy")
+METHODS = ("torch_load", "from_pretrained", "zerocopy", "zerocopy_remap")
 MODELS = ("default", "bert-base")
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _BASE_ARTIFACT = _PROJECT_ROOT / "artifacts" / "base"
@@ -114,6 +117,14 @@ def _loader(method: str, target: str, variant: str = "") -> Callable[[], nn.Modu
 
         # The model alone, like the other two methods (a replica fetches its tokenizer once).
         return lambda: attach(variant, target, with_tokenizer=False).model
+    if method == "zerocopy_remap":
+        from loading.store import attach, forget_attached
+
+        def load() -> nn.Module:
+            forget_attached()
+            return attach(variant, target, with_tokenizer=False).model
+
+        return load
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
@@ -149,8 +160,8 @@ class _LoadActor:
         _import_model_code()
         import loading.store  # noqa: F401  imports ray's client side and the zero-copy code
 
-    def run(self, variant: str, model_dir: str, loads: int) -> dict[str, Any]:
-        return _timed_loads("zerocopy", model_dir, loads, variant)
+    def run(self, method: str, variant: str, model_dir: str, loads: int) -> dict[str, Any]:
+        return _timed_loads(method, model_dir, loads, variant)
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -169,13 +180,13 @@ def _run_subprocess(method: str, target: Path, loads: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _run_actor(prepared: _Prepared, loads: int) -> dict[str, Any]:
+def _run_actor(method: str, prepared: _Prepared, loads: int) -> dict[str, Any]:
     """One zero-copy run in a brand-new Ray actor process, killed afterwards."""
     import ray
 
     actor = ray.remote(num_cpus=1)(_LoadActor).remote()
     try:
-        result = ray.get(actor.run.remote(prepared.variant, str(prepared.model_dir), loads))
+        result = ray.get(actor.run.remote(method, prepared.variant, str(prepared.model_dir), loads))
     finally:
         ray.kill(actor)
     return result
@@ -236,7 +247,9 @@ def _ratios(model: dict[str, Any], once_s: float) -> dict[str, Any]:
     neighbour sways less than any single run; the with-Ray saving uses the longest run's totals.
     """
     pooled = model["pooled"]
-    zc, fp, tl = (pooled[m]["median_ms"] for m in ("zerocopy", "from_pretrained", "torch_load"))
+    zc, fp, tl, remap = (
+        pooled[m]["median_ms"] for m in ("zerocopy", "from_pretrained", "torch_load", "zerocopy_remap")
+    )
     n = max(model["runs"], key=int)
     totals = {m: s["total_s"] for m, s in model["runs"][n].items()}
     ratios = {
@@ -244,6 +257,9 @@ def _ratios(model: dict[str, Any], once_s: float) -> dict[str, Any]:
         "torch_load_over_zerocopy": round(tl / zc, 2),
         "zerocopy_saving_vs_torch_load_pct": round(100 * (1 - zc / tl), 2),
         "zerocopy_saving_vs_from_pretrained_pct": round(100 * (1 - zc / fp), 2),
+        # every load through the store, unpickling and wrapping anew
+        "from_pretrained_over_zerocopy_remap": round(fp / remap, 2),
+        "zerocopy_remap_saving_vs_torch_load_pct": round(100 * (1 - remap / tl), 2),
         # the study's "even counting Ray": N loads plus starting Ray and filling the store once
         "incl_ray_at_loads": int(n),
         "zerocopy_saving_vs_torch_load_incl_ray_pct": round(
@@ -340,8 +356,8 @@ def _run_model(cfg: BenchConfig, p: _Prepared) -> dict[str, Any]:
     for n in cfg.loads:
         runs = {}
         for method in METHODS:
-            if method == "zerocopy":
-                raw = _run_actor(p, n)
+            if method.startswith("zerocopy"):
+                raw = _run_actor(method, p, n)
             else:
                 target = p.pickle_path if method == "torch_load" else p.model_dir
                 raw = _run_subprocess(method, target, n)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ from torch import nn
 
 from compression import Int8Linear, SparseLinear, densify_, to_dynamic_quant_
 from loading.artifact import VariantInfo, load_model, load_tokenizer, verify_artifact
-from loading.zerocopy import ModelSkeleton, arena_nbytes, extract_tensors, replace_tensors_
+from loading.zerocopy import (
+    ModelSkeleton,
+    arena_nbytes,
+    extract_tensors,
+    replace_tensors_,
+    tree_cloner,
+)
 
 __all__ = [
     "AttachedModel",
@@ -33,6 +40,7 @@ __all__ = [
     "STORE_NAMESPACE",
     "SparseKernel",
     "attach",
+    "forget_attached",
     "model_store",
     "set_threads",
 ]
@@ -171,11 +179,27 @@ def attach(
     stay shared). With `sparse_kernel="dense"` sparse layers are first decoded into private
     `nn.Linear` / `Int8Linear` layers, so fbgemm then packs the int8 ones too; with "shared" they stay
     `SparseLinear` (int8 ones dequantized per call) and fbgemm packs only the dense int8 layers.
+
+    A process that already attached the variant with the same options gets a clone of that model's
+    module tree sharing its tensors (`tree_cloner`): no store round trip, unpickle or re-wrap.
+    `forget_attached` drops these kept mappings.
     """
     int8_kernel = Int8Kernel(int8_kernel)
     sparse_kernel = SparseKernel(sparse_kernel)
     start = time.perf_counter()
     key = (variant, str(Path(model_dir).resolve()))
+    kept = _attached.get((*key, protect, int8_kernel, sparse_kernel))
+    if kept is not None:  # this process mapped the variant already: new modules, same tensors
+        template, clone = kept
+        return AttachedModel(
+            clone(),
+            _tokenizer(_refs[key]["tokenizer"]) if with_tokenizer else None,
+            template.info,
+            (time.perf_counter() - start) * 1e3,
+            0.0,
+            template.arena_bytes,
+            template.loaded_from + "+process-mapping",
+        )
     refs = _store_refs(key)
     store_wait_ms = (time.perf_counter() - start) * 1e3
     try:
@@ -195,13 +219,29 @@ def attach(
         loaded_from += "+fbgemm-prepack"
     model.eval()
     attach_ms = (time.perf_counter() - start) * 1e3
-    return AttachedModel(
+    attached = AttachedModel(
         model, tokenizer, bundle.info, attach_ms, store_wait_ms, int(arena.nbytes), loaded_from
     )
+    # The template is a clone: what the caller does to its model (train(), hooks) stays out of it.
+    template = tree_cloner(model)()
+    _attached[(*key, protect, int8_kernel, sparse_kernel)] = (
+        replace(attached, model=template, tokenizer=None),
+        tree_cloner(template),
+    )
+    return attached
+
+
+def forget_attached() -> None:
+    """Drop this process's mappings kept for re-attaching; the memory goes once no model uses it."""
+    _attached.clear()
 
 
 _store: list[ray.actor.ActorHandle] = []  # per process: the store's handle, looked up once
 _refs: dict[tuple[str, str], dict[str, Any]] = {}  # per process: (variant, folder) -> store refs
+# Per process: (variant, folder, protect, kernels) -> the first attach, whose clones later attaches return.
+_attached: dict[
+    tuple[str, str, bool, Int8Kernel, SparseKernel], tuple[AttachedModel, Callable[[], nn.Module]]
+] = {}
 
 
 def _store_refs(key: tuple[str, str], refresh: bool = False) -> dict[str, Any]:

@@ -57,7 +57,7 @@ _SERVED = ("base", "quant", "pruned-75", "pruned-quant-75")  # the apps in serve
 # ~5 s per BERT-base forward at 1 thread: time a spread of amounts, not all sixteen.
 _BERT_BASE_LATENCY = ("base", "quant", "pruned-60", "pruned-75", "pruned-90", "pruned-95")
 _BERT_BASE_LATENCY += ("pruned-quant-75", "pruned-quant-90")
-_SERVED_INT8_KERNEL = "fbgemm"  # serve_config.yaml and deployments.classifier's default
+_SERVE_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_ARTIFACT = _PROJECT_ROOT / "artifacts" / "base"
 
@@ -268,9 +268,34 @@ def _is_shared(kernels: dict[str, str]) -> bool:
     return all(v == "shared" for v in kernels.values())
 
 
-def _is_served(kernels: dict[str, str], sparse_default: str | None) -> bool:
-    int8_ok = kernels.get("int8_kernel", _SERVED_INT8_KERNEL) == _SERVED_INT8_KERNEL
-    return int8_ok and kernels.get("sparse_kernel", sparse_default) == sparse_default
+def served_kernels(config_path: str | Path = _SERVE_CONFIG) -> dict[str, dict[str, str]]:
+    """The kernel options each app of a Serve config runs with: {variant: {"int8_kernel": ...}}.
+
+    Options an app leaves out get `attach`'s defaults, as the deployment passes them through.
+    """
+    import yaml
+
+    defaults = _attach_kernel_defaults()
+    apps = yaml.safe_load(Path(config_path).read_text()).get("applications") or []
+    served = {}
+    for app in apps:
+        args = app.get("args") or {}
+        served[str(args.get("variant", app.get("name")))] = {
+            k: str(args.get(k, v)) for k, v in defaults.items()
+        }
+    return served
+
+
+def _attach_kernel_defaults() -> dict[str, str]:
+    import loading.store
+
+    params = inspect.signature(loading.store.attach).parameters
+    return {k: str(params[k].default.value) for k in ("int8_kernel", "sparse_kernel")}
+
+
+def _is_served(variant: str, kernels: dict[str, str], served: dict[str, dict[str, str]]) -> bool:
+    """Whether `kernels` (the options that matter for `variant`) is what serving runs `variant` with."""
+    return variant in served and all(served[variant][k] == v for k, v in kernels.items())
 
 
 def measure_model(
@@ -305,7 +330,7 @@ def measure_model(
     warm_dirs = _warmup_artifacts(out_root.parent / f"warmup-{out_root.name}", cfg.memory_variants)
     infos = {v: read_variant_info(d) for v, d in dirs.items()}
     base, quant = infos["base"], infos.get("quant")
-    sparse_default = _sparse_default()
+    served = served_kernels()
     prefix = f"vbench-{uuid.uuid4().hex[:8]}-{tag}"  # store keys: unique per run
     store = model_store()
     rows: dict[str, Any] = {}
@@ -340,7 +365,7 @@ def measure_model(
             ray.get(store.ensure.remote(*warm))
             memory = rows[variant]["memory"] = {}
             for kernels in kernel_options(variant):
-                if cfg.served_kernels_only and not _is_served(kernels, sparse_default):
+                if cfg.served_kernels_only and not _is_served(variant, kernels, served):
                     continue
                 try:
                     run = _replica_memory(f"{prefix}-{variant}", dirs[variant], warm, kernels, cfg)
@@ -349,7 +374,7 @@ def measure_model(
                     logger.error("%s %s memory failed: %s", variant, _label(kernels), exc)
                     summary = {"error": str(exc)[-500:]}
                 summary.update(
-                    kernels=kernels, served=_is_served(kernels, sparse_default), shared=_is_shared(kernels)
+                    kernels=kernels, served=_is_served(variant, kernels, served), shared=_is_shared(kernels)
                 )
                 memory[_label(kernels)] = summary
                 logger.info("%s %s %s memory %s", tag, variant, _label(kernels), summary)
@@ -368,13 +393,6 @@ def measure_model(
     }
     result["targets"], result["target_values"] = _targets(rows, cfg)
     return result
-
-
-def _sparse_default() -> str | None:
-    import loading.store
-
-    param = inspect.signature(loading.store.attach).parameters.get("sparse_kernel")
-    return None if param is None else str(getattr(param.default, "value", param.default))
 
 
 def _warmup_artifacts(out_root: Path, variants: tuple[str, ...]) -> dict[str, Path]:
@@ -464,7 +482,7 @@ def run_benchmark(cfg: VariantBenchConfig, out_dir: str | Path) -> dict[str, Any
     result: dict[str, Any] = {
         "machine": machine_info(),
         "config": asdict(cfg),
-        "kernels": {"sparse": [k.value for k in SparseKernel], "sparse_default": _sparse_default()},
+        "kernels": {"sparse": [k.value for k in SparseKernel], "served": served_kernels()},
         "models": {},
     }
     own_ray = not ray.is_initialized()

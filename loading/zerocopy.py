@@ -19,13 +19,22 @@ import ctypes
 import mmap
 import warnings
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ModelSkeleton", "TensorSpec", "extract_tensors", "replace_tensors_", "arena_nbytes"]
+__all__ = [
+    "ModelSkeleton",
+    "TensorSpec",
+    "arena_nbytes",
+    "extract_tensors",
+    "replace_tensors_",
+    "tree_cloner",
+]
 
 _ALIGN = 64  # bytes; enough for any dtype view and for SIMD loads
 _PAGE = mmap.PAGESIZE
@@ -138,6 +147,46 @@ def replace_tensors_(skeleton: ModelSkeleton, arena: np.ndarray, *, protect: boo
             module._buffers[attr] = tensor
     if protect:
         _protect_(arena)
+
+
+def tree_cloner(module: nn.Module) -> Callable[[], nn.Module]:
+    """A function returning new module trees with `module`'s structure and settings, sharing its tensors.
+
+    For models whose tensors are read-only views of shared memory: a second model in the same
+    process then costs new Python module objects only (~1 ms for BERT-base's 231 modules), not a
+    fresh unpickle of the skeleton plus re-wrapping every tensor (~5 ms). The walk over `module` is
+    done here, once. Each module's own dicts and sets (children, parameter/buffer slots, hooks) are
+    copied, so `train()`, hooks or swapped layers on a clone leave `module` alone; the tensors and
+    every other attribute object are shared. Changes made to `module` later are not followed.
+    """
+    mutable = (dict, OrderedDict, set)
+    # Children before parents, each with its mutable attributes and its children's places here.
+    order: list[tuple[nn.Module, tuple[str, ...], tuple[tuple[str, int | None], ...]]] = []
+    placed: dict[int, int] = {}  # id(module) -> index in `order`; a module registered twice stays one
+
+    def _visit(m: nn.Module) -> int:
+        if id(m) not in placed:
+            children = tuple((n, None if c is None else _visit(c)) for n, c in m._modules.items())
+            keys = tuple(k for k, v in m.__dict__.items() if type(v) in mutable and k != "_modules")
+            placed[id(m)] = len(order)
+            order.append((m, keys, children))
+        return placed[id(m)]
+
+    _visit(module)
+
+    def clone() -> nn.Module:
+        made: list[nn.Module] = []
+        for m, keys, children in order:
+            new = m.__class__.__new__(m.__class__)
+            state = m.__dict__.copy()
+            for k in keys:
+                state[k] = state[k].copy()
+            state["_modules"] = {n: (None if i is None else made[i]) for n, i in children}
+            new.__dict__ = state
+            made.append(new)
+        return made[-1]
+
+    return clone
 
 
 _protected: dict[tuple[int, int], int] = {}  # (address, nbytes) -> live arenas protecting it

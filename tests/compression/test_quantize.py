@@ -1,4 +1,4 @@
-"""Dynamic int8 quantization and the shareable Int8Linear form."""
+"""Dynamic int8 quantization and the shareable Int8Linear / Int8Embedding forms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from torch import nn
 
-from compression import Int8DynamicQuantConfig, Int8Linear, compress, to_dynamic_quant, to_int8_linear
+from compression import (
+    Int8DynamicQuantConfig,
+    Int8Embedding,
+    Int8Linear,
+    compress,
+    to_dynamic_quant,
+    to_int8_linear,
+)
 from tests.compression.conftest import assert_unchanged, logits, snapshot
 
 LOGIT_ATOL = 0.02  # random tiny-model logits are O(0.1-1); int8 error measured < 1e-3
@@ -99,3 +106,30 @@ def test_int8_linear_forward_and_zero_rows():
     expected = F.linear(x, layer.weight_int8.float() * layer.scale[:, None])
     assert torch.equal(layer(x), expected)
     assert torch.equal(layer.to_dynamic().weight().int_repr(), layer.weight_int8)
+
+
+@pytest.mark.parametrize("embeddings", [True, False])
+def test_embeddings_are_quantized_per_row_unless_asked_not_to(model, batch, embeddings):
+    quant = compress(model, Int8DynamicQuantConfig(embeddings=embeddings))
+    tables = ["bert.embeddings.word_embeddings", "bert.embeddings.position_embeddings"]
+    kinds = {type(quant.get_submodule(fqn)) for fqn in tables}
+    assert kinds == ({Int8Embedding} if embeddings else {nn.Embedding})
+    torch.testing.assert_close(logits(quant, batch), logits(model, batch), atol=LOGIT_ATOL, rtol=0)
+
+
+def test_int8_embedding_matches_torch_ao_and_is_plain_buffers():
+    torch.manual_seed(0)
+    table = nn.Embedding(50, 8)
+    table.weight.data[3] = 0.0  # an all-zero row must stay exactly zero
+    qconfig = torch.ao.quantization.float_qparams_weight_only_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = torch.ao.quantization.quantize_dynamic(nn.Sequential(table), {nn.Embedding: qconfig})[0]
+        expected = reference.weight().dequantize()
+    shared = Int8Embedding.from_quantized(reference)
+    assert shared.weight_uint8.dtype == torch.uint8 and not list(shared.parameters())
+    assert torch.equal(shared.dequantized_weight(), expected)
+    ids = torch.tensor([[3, 1, 49], [0, 3, 3]]).t()  # non-contiguous, as BERT passes token types
+    assert torch.equal(shared(ids), expected[ids])
+    assert torch.equal(shared(ids)[0, 0], torch.zeros(8))
+    assert (expected - table.weight).abs().max() <= shared.scale.max() / 2 + 1e-6

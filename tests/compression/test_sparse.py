@@ -131,7 +131,7 @@ def test_pack_unpack_round_trip_through_safetensors(model, batch, tmp_path, kind
     for key, tensor in before.items():
         assert torch.equal(state[key].view(torch.uint8), tensor.view(torch.uint8)), key
     fresh = tiny_classifier(seed=1)
-    skeleton = to_int8_linear(fresh) if kind == "pruned-quant" else fresh
+    skeleton = to_int8_linear(compress(fresh, Int8DynamicQuantConfig())) if kind == "pruned-quant" else fresh
     skeleton.load_state_dict(state)
     assert torch.equal(logits(skeleton, batch), logits(source, batch))
 
@@ -147,7 +147,7 @@ def test_pack_keys_and_pass_through(model):
     # Dense tensors (embeddings, the unpruned head and pooler, scales) pass through as the same objects.
     state = pruned_quant.state_dict()
     for name in [
-        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.word_embeddings.weight_uint8",
         "classifier.weight_int8",
         "bert.pooler.dense.scale",
     ]:

@@ -47,9 +47,14 @@ def test_quick_run_reports_every_method(quick_result):
     assert set(quick_result["targets"].values()) == {None}
 
 
-def test_attach_beats_from_pretrained(quick_result):
-    runs = quick_result["models"]["default"]["runs"]["3"]
-    assert runs["zerocopy"]["median_ms"] < runs["from_pretrained"]["median_ms"], runs
+def test_ratios_cover_both_zero_copy_paths(quick_result):
+    ratios = quick_result["ratios"]["default"]
+    pooled = quick_result["models"]["default"]["pooled"]
+    fp = pooled["from_pretrained"]["median_ms"]
+    assert ratios["from_pretrained_over_zerocopy"] == round(fp / pooled["zerocopy"]["median_ms"], 2)
+    assert ratios["from_pretrained_over_zerocopy_remap"] == round(
+        fp / pooled["zerocopy_remap"]["median_ms"], 2
+    )
 
 
 @pytest.mark.parametrize(

@@ -156,3 +156,30 @@ def test_real_minilm_classifier_attaches_bit_identical(ray_session, tmp_path):
     with torch.inference_mode():
         expected = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
     assert torch.equal(torch.tensor(result["logits"]), expected)
+
+
+def test_reattach_in_a_process_clones_the_mapped_model(ray_session, tiny_artifact):
+    @ray_session.remote(num_cpus=0)
+    def attach_twice(model_dir):
+        from loading.store import attach, forget_attached
+
+        forget_attached()  # the worker may have attached in an earlier test
+        first, second = attach("tiny", model_dir), attach("tiny", model_dir)
+        ids = torch.tensor([[101, 7592, 2088, 102]])
+        first.model.train()  # must not reach the second model
+        with torch.inference_mode():
+            same = torch.equal(first.model.eval()(input_ids=ids).logits, second.model(input_ids=ids).logits)
+        return {
+            "from": (first.loaded_from, second.loaded_from),
+            "distinct": first.model is not second.model,
+            "second_training": second.model.training,
+            "same_ptrs": [p.data_ptr() for p in first.model.parameters()]
+            == [p.data_ptr() for p in second.model.parameters()],
+            "same_logits": same,
+            "tokenizer": second.tokenizer is first.tokenizer,
+        }
+
+    result = ray_session.get(attach_twice.remote(str(tiny_artifact)))
+    assert result["from"] == ("object-store-zero-copy", "object-store-zero-copy+process-mapping")
+    assert result["distinct"] and result["same_ptrs"] and result["same_logits"] and result["tokenizer"]
+    assert result["second_training"] is False

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from loading.zerocopy import arena_nbytes, extract_tensors, replace_tensors_
+from loading.zerocopy import arena_nbytes, extract_tensors, replace_tensors_, tree_cloner
 from tests.conftest import tiny_classifier
 
 
@@ -84,3 +84,28 @@ def test_protection_lasts_while_any_view_of_the_arena_lives():
     gc.collect()
     assert key not in zerocopy._protected
     arena[-1] = 1  # writable again once nothing protects it
+
+
+def test_clone_shares_tensors_but_not_module_state(tokenizer):
+    skeleton, arena = extract_tensors(tiny_classifier())
+    replace_tensors_(skeleton, arena)
+    original = skeleton.module
+    clone = tree_cloner(original)()
+    pairs = list(zip(original.named_modules(), clone.named_modules(), strict=True))
+    assert all(a_name == b_name and a is not b for (a_name, a), (b_name, b) in pairs)
+    assert [t.data_ptr() for t in original.parameters()] == [t.data_ptr() for t in clone.parameters()]
+    batch = _inputs(tokenizer)
+    with torch.inference_mode():
+        assert torch.equal(original(**batch).logits, clone(**batch).logits)
+    clone.train()
+    clone.register_forward_hook(lambda *_: None)
+    clone.classifier.weight = None  # a slot emptied in the clone only
+    assert not original.training and not original._forward_hooks
+    assert original.classifier.weight is not None
+
+
+def test_clone_keeps_a_module_registered_twice_as_one():
+    shared = torch.nn.Linear(2, 2)
+    clone = tree_cloner(torch.nn.Sequential(shared, torch.nn.ReLU(), shared))()
+    assert clone[0] is clone[2] and clone[0] is not shared
+    assert clone[0].weight is shared.weight
