@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from loading.encoder import TextEncoder
+
 __all__ = ["Prediction", "Predictor"]
 
 
@@ -38,8 +40,13 @@ class Predictor:
     """Batched, inference-mode text classification with dynamic padding."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int | None = None) -> None:
+        """`tokenizer`: a `TextEncoder` (what `attach` gives) or a transformers fast tokenizer."""
         self.model = model.eval()
-        self.tokenizer = tokenizer
+        self.encoder = (
+            tokenizer
+            if isinstance(tokenizer, TextEncoder)
+            else TextEncoder.from_pretrained_tokenizer(tokenizer)
+        )
         config = model.config
         model_max = int(getattr(config, "max_position_embeddings", 512))
         if max_tokens is not None and max_tokens < 8:
@@ -51,20 +58,13 @@ class Predictor:
         """Class probabilities `(N, num_labels)` in input order, and which texts were truncated."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        encoded = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
-        truncated = [len(ids) > self.max_tokens for ids in encoded]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        encoded, truncated = self.encoder.encode(texts, self.max_tokens)
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         probs = torch.empty(len(texts), len(self.labels))
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_tokens,
-                    return_tensors="pt",
-                )  # (B, T) with T = longest text in this batch
+                batch = self.encoder.pad([encoded[i] for i in idx])  # (B, T), T = longest in the batch
                 logits = self.model(**batch).logits  # (B, num_labels)
                 probs[idx] = torch.softmax(logits.float(), dim=-1)
         return probs, truncated

@@ -24,6 +24,7 @@ from torch import nn
 
 from compression import Int8Linear, SparseLinear, densify_, to_dynamic_quant_
 from loading.artifact import VariantInfo, load_model, load_tokenizer, verify_artifact
+from loading.encoder import TextEncoder
 from loading.zerocopy import (
     ModelSkeleton,
     arena_nbytes,
@@ -87,9 +88,10 @@ class ModelStore:
         entry = {
             "model_dir": model_dir,
             "bundle": ray.put(_Bundle(skeleton, info)),
-            # Separate from the bundle: rebuilding a fast tokenizer costs 35-75 ms, so each process
-            # fetches it once per variant (see `_tokenizer`), not on every attach.
-            "tokenizer": ray.put(load_tokenizer(model_dir)),
+            # Separate from the bundle: rebuilding a tokenizer costs 35-75 ms, so each process fetches
+            # it once per variant (see `_tokenizer`), not on every attach. The bare Rust tokenizer
+            # only: it takes ~2/3 of a transformers tokenizer's memory in every replica.
+            "tokenizer": ray.put(TextEncoder.from_pretrained_tokenizer(load_tokenizer(model_dir))),
             "arena": ray.put(arena),
             "arena_bytes": int(arena.nbytes),
             "tensor_bytes": arena_nbytes(skeleton),
@@ -130,7 +132,7 @@ class AttachedModel:
     """A ready-to-run classifier whose weights view the object store's shared memory."""
 
     model: nn.Module
-    tokenizer: Any  # None when attached with with_tokenizer=False
+    tokenizer: TextEncoder | None  # None when attached with with_tokenizer=False
     info: VariantInfo
     attach_ms: float  # time from asking the store to a runnable model (store_wait_ms included)
     store_wait_ms: float  # of which: waiting for the store (reads the disk only for the first replica)
@@ -170,6 +172,7 @@ def attach(
     with_tokenizer: bool = True,
     int8_kernel: Int8Kernel | str = Int8Kernel.SHARED,
     sparse_kernel: SparseKernel | str = SparseKernel.SHARED,
+    keep_for_reattach: bool = True,
 ) -> AttachedModel:
     """Get `variant` from the model store (storing it from `model_dir` if needed), zero-copy.
 
@@ -181,8 +184,9 @@ def attach(
     `SparseLinear` (int8 ones dequantized per call) and fbgemm packs only the dense int8 layers.
 
     A process that already attached the variant with the same options gets a clone of that model's
-    module tree sharing its tensors (`tree_cloner`): no store round trip, unpickle or re-wrap.
-    `forget_attached` drops these kept mappings.
+    module tree sharing its tensors (`tree_cloner`): no store round trip, unpickle or re-wrap. The
+    template for that (~0.7 MB of module objects for BERT-base) is kept unless `keep_for_reattach`
+    is False; `forget_attached` drops every kept one.
     """
     int8_kernel = Int8Kernel(int8_kernel)
     sparse_kernel = SparseKernel(sparse_kernel)
@@ -222,6 +226,8 @@ def attach(
     attached = AttachedModel(
         model, tokenizer, bundle.info, attach_ms, store_wait_ms, int(arena.nbytes), loaded_from
     )
+    if not keep_for_reattach:
+        return attached
     # The template is a clone: what the caller does to its model (train(), hooks) stays out of it.
     template = tree_cloner(model)()
     _attached[(*key, protect, int8_kernel, sparse_kernel)] = (
@@ -257,10 +263,10 @@ def _store_refs(key: tuple[str, str], refresh: bool = False) -> dict[str, Any]:
     return _refs[key]
 
 
-_tokenizers: dict[ray.ObjectRef, Any] = {}  # per process: one tokenizer per stored variant
+_tokenizers: dict[ray.ObjectRef, TextEncoder] = {}  # per process: one tokenizer per stored variant
 
 
-def _tokenizer(ref: ray.ObjectRef) -> Any:
+def _tokenizer(ref: ray.ObjectRef) -> TextEncoder:
     if ref not in _tokenizers:
         _tokenizers[ref] = ray.get(ref)
     return _tokenizers[ref]

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from compression import Int8DynamicQuantConfig, parse_variant
 from loading.machine import machine_info, set_bench_env
+from loading.memory import trim_heap
 
 __all__ = ["MODELS", "VariantBenchConfig", "kernel_options", "main", "measure_model", "run_benchmark"]
 
@@ -154,7 +155,7 @@ class _Replica:
         """Attach `variant` with `kernels` and keep it under `label`; returns how it was loaded."""
         from loading.store import attach
 
-        self._held[label] = attach(variant, model_dir, **kernels)
+        self._held[label] = attach(variant, model_dir, keep_for_reattach=False, **kernels)
         return self._held[label].loaded_from
 
     def join(self, variant: str, model_dir: str, kernels: dict[str, str], seq_len: int) -> dict[str, Any]:
@@ -163,8 +164,10 @@ class _Replica:
         self.release()
         uss0, rss0 = self._memory()
         loaded_from = self.hold("replica", variant, model_dir, kernels)
+        trim_heap()  # as a Serve replica does after attaching and after each batch
         uss1, _ = self._memory()
         self._forward("replica", 1, seq_len)
+        trim_heap()
         uss2, rss2 = self._memory()
         return {
             "pid": os.getpid(),
@@ -183,15 +186,17 @@ class _Replica:
     def release(self) -> None:
         self._held.clear()
         gc.collect()
+        trim_heap()
 
 
 # --- the driver ------------------------------------------------------------------------------------
 
 
 def _new_actor() -> Any:
+    """A fresh worker with the environment `serve_config.yaml` gives replicas (e.g. malloc settings)."""
     import ray
 
-    return ray.remote(num_cpus=0)(_Replica).remote()
+    return ray.remote(num_cpus=0)(_Replica).options(runtime_env={"env_vars": served_env_vars()}).remote()
 
 
 def _latency(entries: dict[str, tuple[str, str, dict[str, str]]], cfg: VariantBenchConfig) -> dict[str, Any]:
@@ -268,15 +273,27 @@ def _is_shared(kernels: dict[str, str]) -> bool:
     return all(v == "shared" for v in kernels.values())
 
 
+def _served_apps(config_path: str | Path = _SERVE_CONFIG) -> list[dict[str, Any]]:
+    import yaml
+
+    return yaml.safe_load(Path(config_path).read_text()).get("applications") or []
+
+
+def served_env_vars(config_path: str | Path = _SERVE_CONFIG) -> dict[str, str]:
+    """The environment variables the apps of a Serve config give their replicas (all apps share one)."""
+    envs = [(app.get("runtime_env") or {}).get("env_vars") or {} for app in _served_apps(config_path)]
+    if any(env != envs[0] for env in envs):
+        raise ValueError(f"apps in {config_path} must share one runtime_env env_vars, got {envs}")
+    return {str(k): str(v) for k, v in (envs[0] if envs else {}).items()}
+
+
 def served_kernels(config_path: str | Path = _SERVE_CONFIG) -> dict[str, dict[str, str]]:
     """The kernel options each app of a Serve config runs with: {variant: {"int8_kernel": ...}}.
 
     Options an app leaves out get `attach`'s defaults, as the deployment passes them through.
     """
-    import yaml
-
     defaults = _attach_kernel_defaults()
-    apps = yaml.safe_load(Path(config_path).read_text()).get("applications") or []
+    apps = _served_apps(config_path)
     served = {}
     for app in apps:
         args = app.get("args") or {}
@@ -483,6 +500,7 @@ def run_benchmark(cfg: VariantBenchConfig, out_dir: str | Path) -> dict[str, Any
         "machine": machine_info(),
         "config": asdict(cfg),
         "kernels": {"sparse": [k.value for k in SparseKernel], "served": served_kernels()},
+        "replica_env_vars": served_env_vars(),
         "models": {},
     }
     own_ray = not ray.is_initialized()

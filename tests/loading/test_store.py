@@ -44,7 +44,7 @@ def _remote_probe(ray, variant, model_dir, texts):
             for line in maps
             if int(line.split()[0].split("-")[0], 16) <= arena_lo < int(line.split()[0].split("-")[1], 16)
         )
-        batch = attached.tokenizer(texts, padding=True, return_tensors="pt")
+        batch = attached.tokenizer(texts)
         with torch.inference_mode():
             logits = attached.model(**batch).logits
         return {

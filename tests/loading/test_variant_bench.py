@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from loading.variant_bench import VariantBenchConfig, kernel_options, measure_model
+from loading.variant_bench import (
+    VariantBenchConfig,
+    kernel_options,
+    measure_model,
+    served_env_vars,
+    served_kernels,
+)
 
 VARIANTS = ("base", "quant", "pruned-50")
 
@@ -41,12 +47,13 @@ def test_every_variant_is_sized_stored_and_timed(tiny_result):
 
 def test_replica_memory_is_reported_per_replica(tiny_result):
     memory = tiny_result["variants"]["quant"]["memory"]
-    assert set(memory) == {"int8=fbgemm"}  # served kernels only
-    run = memory["int8=fbgemm"]
-    assert run["served"] and not run["shared"]
+    served = served_kernels()["quant"]["int8_kernel"]
+    assert set(memory) == {f"int8={served}"}  # serve_config.yaml's kernels only
+    run = memory[f"int8={served}"]
+    assert run["served"] and run["shared"] == (served == "shared")
     assert len(run["replicas"]) == 2
     assert len({r["pid"] for r in run["replicas"]}) == 2, "each replica is its own process"
-    assert all("fbgemm-prepack" in r["loaded_from"] for r in run["replicas"])
+    assert all(("fbgemm-prepack" in r["loaded_from"]) == (served == "fbgemm") for r in run["replicas"])
     assert run["added_max_uss_bytes"] == run["replicas"][1]["uss_growth_bytes"]
     assert run["added_vs_weights"] == pytest.approx(
         run["added_max_uss_bytes"] / tiny_result["variants"]["quant"]["weights_bytes"], abs=1e-4
@@ -73,3 +80,23 @@ def test_targets_are_booleans(tiny_result):
 def test_config_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         VariantBenchConfig(**kwargs)
+
+
+def test_served_kernels_and_env_come_from_the_serve_config(tmp_path):
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "applications:\n"
+        "  - name: a\n    runtime_env: {env_vars: {X: '1'}}\n"
+        "    args: {variant: quant, int8_kernel: fbgemm}\n"
+        "  - name: b\n    runtime_env: {env_vars: {X: '1'}}\n    args: {variant: pruned-75}\n"
+    )
+    assert served_kernels(config) == {
+        "quant": {"int8_kernel": "fbgemm", "sparse_kernel": "shared"},  # attach's default fills the gap
+        "pruned-75": {"int8_kernel": "shared", "sparse_kernel": "shared"},
+    }
+    assert served_env_vars(config) == {"X": "1"}
+    config.write_text(
+        config.read_text().replace("{X: '1'}}\n    args: {variant: p", "{X: '2'}}\n    args: {variant: p")
+    )
+    with pytest.raises(ValueError, match="must share one runtime_env"):
+        served_env_vars(config)

@@ -86,7 +86,7 @@ def test_attach_in_a_ray_task_gives_load_model_logits(ray_session, variants, tok
         results = []
         for int8_kernel, sparse_kernel in kernels:
             attached = attach(variant, model_dir, int8_kernel=int8_kernel, sparse_kernel=sparse_kernel)
-            batch = attached.tokenizer(TEXTS, padding=True, return_tensors="pt")
+            batch = attached.tokenizer(TEXTS)
             with torch.inference_mode():
                 logits = attached.model(**batch).logits
             kinds = [type(m) for m in attached.model.modules()]
