@@ -75,6 +75,20 @@ def test_pruned_arena_holds_the_compact_form(variants, tiny_artifact, name):
     assert base_arena - arena >= fp32_bytes - packed_bytes - 3 * 64 * len(layers)
 
 
+@pytest.mark.parametrize("name", ["quant", "pruned-quant-50"])
+def test_int8_arena_holds_8bit_embeddings_too(variants, name):
+    from compression import Int8Embedding
+
+    loaded = load_model(variants / name)
+    tables = [m for m in loaded.modules() if isinstance(m, Int8Embedding)]
+    assert len(tables) == 3  # word, position and token-type embeddings
+    assert all(m.weight_uint8.dtype == torch.uint8 for m in tables)
+    # What the object store holds is what the weights file holds, plus alignment and page padding.
+    arena = extract_tensors(loaded)[1].nbytes
+    weights = read_variant_info(variants / name).weights_bytes
+    assert arena <= weights + 64 * 200 + 3 * 4096
+
+
 def test_attach_in_a_ray_task_gives_load_model_logits(ray_session, variants, tokenizer):
     @ray_session.remote(num_cpus=0)
     def probe(variant: str, model_dir: str, kernels: list[tuple[str, str]]) -> list[dict]:
