@@ -28,7 +28,10 @@ __all__ = [
     "dreaddit_paths",
     "load_table",
     "parse_label_names",
+    "read_frame",
+    "require_columns",
     "stratified_order",
+    "table_from_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,6 +164,12 @@ def load_table(
             Every label in the file needs an entry; unused entries are ignored.
     """
     path = Path(path)
+    return table_from_frame(read_frame(path), path, text_column, label_column, label_names)
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """A data file as a DataFrame (format from the suffix); DataError names the file and problem."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
     if not path.is_file():
@@ -168,29 +177,52 @@ def load_table(
     fmt, _ = _format_of(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
-    frame = _read_frame(path, fmt)
-    missing_columns = [c for c in (text_column, label_column) if c not in frame.columns]
+    return _read_frame(path, fmt)
+
+
+def require_columns(frame: pd.DataFrame, path: Path, columns: Sequence[str]) -> None:
+    """DataError naming the missing columns of `frame` (read from `path`), if any."""
+    missing_columns = [c for c in columns if c not in frame.columns]
     if missing_columns:
         raise DataError(
             f"{path}: no column {', '.join(map(repr, missing_columns))}; "
             f"columns are {[str(c) for c in frame.columns]}"
         )
+
+
+def table_from_frame(
+    frame: pd.DataFrame,
+    path: Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_names: Mapping[str, str] | None = None,
+    row_numbers: Sequence[int] | None = None,
+) -> LabelledTable:
+    """Check and convert a frame read from `path` (see `load_table`).
+
+    `row_numbers`: the 1-based file row of each frame row, when the frame is not the file itself
+    (e.g. a join); default: frame order.
+    """
+    require_columns(frame, path, (text_column, label_column))
     if len(frame) == 0:
         raise DataError(f"{path}: file has no data rows")
+    file_rows = list(row_numbers) if row_numbers is not None else list(range(1, len(frame) + 1))
 
     raw_texts = frame[text_column].tolist()
     raw_labels = frame[label_column].tolist()
-    non_text = [i + 1 for i, t in enumerate(raw_texts) if not isinstance(t, str) and not _is_missing(t)]
+    non_text = [
+        file_rows[i] for i, t in enumerate(raw_texts) if not isinstance(t, str) and not _is_missing(t)
+    ]
     if non_text:
-        example = raw_texts[non_text[0] - 1]
+        example = raw_texts[file_rows.index(non_text[0])]
         raise DataError(
             f"{path}: column {text_column!r} has non-text values in {_rows_text(non_text)}, "
             f"e.g. {example!r} ({type(example).__name__})"
         )
-    unlabelled = [i + 1 for i, lab in enumerate(raw_labels) if _is_missing(lab)]
+    unlabelled = [file_rows[i] for i, lab in enumerate(raw_labels) if _is_missing(lab)]
     if unlabelled:
         raise DataError(f"{path}: column {label_column!r} has no label in {_rows_text(unlabelled)}")
-    empty = [i + 1 for i, t in enumerate(raw_texts) if _is_missing(t)]
+    empty = [file_rows[i] for i, t in enumerate(raw_texts) if _is_missing(t)]
     if empty:
         logger.warning("%s: skipped %s with empty text", path, _rows_text(empty))
     kept = [i for i, t in enumerate(raw_texts) if not _is_missing(t)]
@@ -205,7 +237,7 @@ def load_table(
         texts=[raw_texts[i] for i in kept],
         labels=[rename[lab] for lab in labels],
         label_names=tuple(rename[name] for name in raw_names),
-        rows=[i + 1 for i in kept],
+        rows=[file_rows[i] for i in kept],
         skipped_rows=len(empty),
     )
 
