@@ -153,15 +153,16 @@ def tree_cloner(module: nn.Module) -> Callable[[], nn.Module]:
     """A function returning new module trees with `module`'s structure and settings, sharing its tensors.
 
     For models whose tensors are read-only views of shared memory: a second model in the same
-    process then costs new Python module objects only (~1 ms for BERT-base's 231 modules), not a
+    process then costs new Python module objects only (~0.5 ms for BERT-base's 231 modules), not a
     fresh unpickle of the skeleton plus re-wrapping every tensor (~5 ms). The walk over `module` is
     done here, once. Each module's own dicts and sets (children, parameter/buffer slots, hooks) are
     copied, so `train()`, hooks or swapped layers on a clone leave `module` alone; the tensors and
-    every other attribute object are shared. Changes made to `module` later are not followed.
+    every other attribute object are shared. Clones copy `module`'s state as it is at clone time, so
+    keep `module` private and unchanged (`attach` clones its template from a copy of its first model).
     """
     mutable = (dict, OrderedDict, set)
-    # Children before parents, each with its mutable attributes and its children's places here.
-    order: list[tuple[nn.Module, tuple[str, ...], tuple[tuple[str, int | None], ...]]] = []
+    # Children before parents: class, state, mutable attributes, children's places in `order`.
+    order: list[tuple[type, dict, tuple[str, ...], tuple[tuple[str, int | None], ...]]] = []
     placed: dict[int, int] = {}  # id(module) -> index in `order`; a module registered twice stays one
 
     def _visit(m: nn.Module) -> int:
@@ -169,20 +170,23 @@ def tree_cloner(module: nn.Module) -> Callable[[], nn.Module]:
             children = tuple((n, None if c is None else _visit(c)) for n, c in m._modules.items())
             keys = tuple(k for k, v in m.__dict__.items() if type(v) in mutable and k != "_modules")
             placed[id(m)] = len(order)
-            order.append((m, keys, children))
+            order.append((m.__class__, m.__dict__, keys, children))
         return placed[id(m)]
 
     _visit(module)
+    # nn.Module defines no __new__, and its __setattr__ inspects every assignment: going around both
+    # halves the cost of a clone (0.45 vs 0.8 ms for BERT-base).
+    new_object, set_state = object.__new__, object.__setattr__
 
     def clone() -> nn.Module:
         made: list[nn.Module] = []
-        for m, keys, children in order:
-            new = m.__class__.__new__(m.__class__)
-            state = m.__dict__.copy()
+        for cls, base, keys, children in order:
+            new = new_object(cls)
+            state = base.copy()
             for k in keys:
-                state[k] = state[k].copy()
+                state[k] = base[k].copy()
             state["_modules"] = {n: (None if i is None else made[i]) for n, i in children}
-            new.__dict__ = state
+            set_state(new, "__dict__", state)
             made.append(new)
         return made[-1]
 
