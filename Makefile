@@ -46,5 +46,12 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
+.PHONY: evaluate sweep
+evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
+	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
+
+sweep: artifacts  ## the study's pruning sweep: 20 amounts 10-99%, then 60-95% on all rows (docs/EVALUATION.md)
+	$(PY) -m evaluation.sweep --out reports/sweep
+
 clean:
 	rm -rf $(VENV) artifacts reports .pytest_cache
