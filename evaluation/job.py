@@ -340,7 +340,6 @@ def run_job(
     """
     table = load_eval_data(spec)
     infos = _check_inputs(table, cfg)
-    _ensure_ray()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     variants = cfg.all_variants()
@@ -352,6 +351,8 @@ def run_job(
     done = total - sum(t.shard.rows for t in tasks)
     if done:
         logger.info("resuming: %d of %d rows already predicted in %s", done, total, out / "predictions")
+    if tasks:
+        _ensure_ray()
     with tqdm(total=total, initial=done, unit="row", desc="evaluation", smoothing=0.05) as progress:
         timings, startup_s = _run_tasks(tasks, table, cfg, progress, on_shard)
     results = collect_metrics(out, variants, infos, cfg)

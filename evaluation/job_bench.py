@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "runs": runs,
+                    "plain_processes_rows_per_s": plain,
                     "bert_base_1_thread_rows_per_s": single,
                     "estimates_16_cores": estimates,
                     "machine_before": before,
