@@ -99,6 +99,11 @@ def test_lost_workers_are_replaced_then_a_killed_job_resumes_to_the_clean_result
     assert len(kills) == 2
     written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("shard-*.parquet")}
     assert 12 <= len(written) < 18  # the first loss cost nothing; the job stopped at the second
+    # What a crash can leave besides whole shards: a damaged shard file and a half-written temp file.
+    damaged = sorted(written)[0]
+    damaged.write_bytes(b"not parquet")
+    del written[damaged]
+    (damaged.parent / f".{damaged.name}.abc.tmp").write_bytes(b"half")
 
     resumed = run_job(DataSpec(str(data_csv)), cfg)
     assert sum(t["shards"] for t in resumed["job"]["timings"].values()) == 18 - len(written)
@@ -140,3 +145,13 @@ def test_config_rejects_bad_values():
         JobConfig(workers=0)
     with pytest.raises(ValueError, match="'fast' is not a valid Int8Kernel"):
         JobConfig(int8_kernel="fast")
+
+
+@pytest.mark.slow
+def test_real_model_job_on_a_sample(ray_session, tmp_path):
+    """The fine-tuned default model and its int8 variant (`make artifacts`) on 64 Dreaddit test rows."""
+    cfg = JobConfig(variants=("quant",), out=str(tmp_path), bootstrap_resamples=200, report=False)
+    results = run_job(DataSpec(sample=64, seed=0), cfg)
+    base, quant = results["variants"]["base"], results["variants"]["quant"]
+    assert base["accuracy"] > 0.6 and base["auc"] > 0.7  # majority class: 0.5 on a balanced sample
+    assert quant["agreement_with_base"] > 0.9 and abs(quant["accuracy"] - base["accuracy"]) < 0.1
