@@ -192,7 +192,8 @@ def attach(
     sparse_kernel = SparseKernel(sparse_kernel)
     start = time.perf_counter()
     key = (variant, str(Path(model_dir).resolve()))
-    kept = _attached.get((*key, protect, int8_kernel, sparse_kernel))
+    template_key = (*key, protect, int8_kernel, sparse_kernel)
+    kept = _attached.get(template_key)
     if kept is not None:  # this process mapped the variant already: new modules, same tensors
         template, clone = kept
         return AttachedModel(
@@ -230,7 +231,7 @@ def attach(
         return attached
     # The template is a clone: what the caller does to its model (train(), hooks) stays out of it.
     template = tree_cloner(model)()
-    _attached[(*key, protect, int8_kernel, sparse_kernel)] = (
+    _attached[template_key] = (
         replace(attached, model=template, tokenizer=None),
         tree_cloner(template),
     )
