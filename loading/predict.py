@@ -1,8 +1,9 @@
 """Turn texts into label probabilities with a loaded classifier: the one inference path.
 
 Serving and evaluation both call `Predictor`, so a served prediction and an evaluated one are the
-same computation. Batches are padded to their longest text, not to the model maximum, and texts are
-sorted by length first so that padding stays small when lengths vary.
+same computation. Texts are sorted by length and cut into forward passes of at most `batch_size`
+texts, each padded to its longest text (not to the model maximum); a pass also ends where padding
+would exceed `max_padding` of its real tokens, so a short text never pays for a long one's length.
 """
 
 from __future__ import annotations
@@ -15,7 +16,34 @@ from torch import nn
 
 from loading.encoder import TextEncoder
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["Prediction", "Predictor", "plan_passes"]
+
+MAX_PADDING = 0.1  # padded tokens allowed per real token in one forward pass (docs/BENCHMARKS.md)
+
+
+def plan_passes(lengths: list[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices of `lengths` grouped into forward passes: sorted by length, at most `batch_size` each,
+    and padding (to the pass's longest) at most `max_padding` x the pass's real tokens.
+
+    Attention costs grow with the padded length, so a batch of mixed lengths padded to its longest
+    wastes compute on padding; several shorter passes cost a little per-pass overhead instead.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    passes: list[list[int]] = []
+    tokens = 0
+    for i in order:
+        current = passes[-1] if passes else None
+        if (
+            current is not None
+            and len(current) < batch_size
+            and (len(current) + 1) * lengths[i] <= (1 + max_padding) * (tokens + lengths[i])
+        ):
+            current.append(i)
+            tokens += lengths[i]
+        else:
+            passes.append([i])
+            tokens = lengths[i]
+    return passes
 
 
 @dataclass(frozen=True)
@@ -39,8 +67,18 @@ class Prediction:
 class Predictor:
     """Batched, inference-mode text classification with dynamic padding."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int | None = None) -> None:
-        """`tokenizer`: a `TextEncoder` (what `attach` gives) or a transformers fast tokenizer."""
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        max_tokens: int | None = None,
+        max_padding: float = MAX_PADDING,
+    ) -> None:
+        """`tokenizer`: a `TextEncoder` (what `attach` gives) or a transformers fast tokenizer.
+        `max_padding`: see `plan_passes`; `float("inf")` pads each batch of `batch_size` as one pass."""
+        if max_padding < 0:
+            raise ValueError(f"max_padding must be >= 0, got {max_padding}")
+        self.max_padding = max_padding
         self.model = model.eval()
         self.encoder = (
             tokenizer
@@ -59,12 +97,11 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         encoded, truncated = self.encoder.encode(texts, self.max_tokens)
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
+        passes = plan_passes([len(e.ids) for e in encoded], batch_size, self.max_padding)
         probs = torch.empty(len(texts), len(self.labels))
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = self.encoder.pad([encoded[i] for i in idx])  # (B, T), T = longest in the batch
+            for idx in passes:
+                batch = self.encoder.pad([encoded[i] for i in idx])  # (B, T), T = longest in the pass
                 logits = self.model(**batch).logits  # (B, num_labels)
                 probs[idx] = torch.softmax(logits.float(), dim=-1)
         return probs, truncated
