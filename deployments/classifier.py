@@ -8,8 +8,8 @@ callers are batched together with `@serve.batch`.
 import asyncio
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+import time
+from typing import Any, Literal
 
 import ray
 from fastapi import FastAPI
@@ -19,13 +19,23 @@ from ray.serve import Application
 
 from deployments.errors import InputError, install_error_handlers
 from loading.artifact import resolve_model_dir
+from loading.machine import process_start_time
 from loading.memory import trim_heap
 from loading.predict import Prediction, Predictor
-from loading.store import Int8Kernel, SparseKernel, attach, set_threads
+from loading.store import (
+    Int8Kernel,
+    SparseKernel,
+    attach,
+    import_model_code,
+    load_from_disk,
+    set_threads,
+)
 
 __all__ = ["ClassifierArgs", "ClassifyRequest", "Classifier", "app_builder"]
 
 logger = logging.getLogger(__name__)
+
+TRIM_AFTER_IDLE_S = 0.5  # return freed heap to the OS after this long without a batch
 
 
 class ClassifierArgs(BaseModel):
@@ -39,10 +49,11 @@ class ClassifierArgs(BaseModel):
     max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
     max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
     max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
-    int8_kernel: Int8Kernel = (
-        Int8Kernel.SHARED
-    )  # int8 variants: shared weights; fbgemm ~1.6x faster, private copy
+    int8_kernel: Int8Kernel = Int8Kernel.SHARED  # shared int8 weights; fbgemm: ~1.4x faster, private copy
     sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
+    # "store": map the weights zero-copy from the model store (the product). "disk": read them from
+    # model_dir into the replica's own memory, the baseline `loadtest.coldstart` compares against.
+    weights: Literal["store", "disk"] = "store"
 
 
 class ClassifyRequest(BaseModel):
@@ -77,22 +88,42 @@ class Classifier:
     """One replica: weights attached from the model store, inference batched across callers."""
 
     def __init__(self, args: ClassifierArgs) -> None:
+        init_started = time.time()
         self.args = args
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self.threads = set_threads(cpus)
         model_dir = resolve_model_dir(args.model_dir)
-        self.attached = attach(
-            args.variant,
-            model_dir,
-            int8_kernel=args.int8_kernel,
-            sparse_kernel=args.sparse_kernel,
-            keep_for_reattach=False,  # a replica attaches once; no template to keep
-        )
+        import_model_code(model_dir)  # the model class's module (~2 s): an import, not the weights
+        weights_started = time.time()
+        if args.weights == "disk":
+            self.attached = load_from_disk(
+                model_dir, int8_kernel=args.int8_kernel, sparse_kernel=args.sparse_kernel
+            )
+        else:
+            self.attached = attach(
+                args.variant,
+                model_dir,
+                int8_kernel=args.int8_kernel,
+                sparse_kernel=args.sparse_kernel,
+                keep_for_reattach=False,  # a replica attaches once; no template to keep
+            )
         trim_heap()  # the skeleton's unpickling leftovers
+        weights_done = time.time()
         self.predictor = Predictor(self.attached.model, self.attached.tokenizer, args.max_tokens)
+        # Wall-clock times (epoch s) of this replica's start, for the cold-start breakdown. Before
+        # __init__ the process booted Ray's worker and unpickled this class, importing torch,
+        # transformers and our code (Serve pickles the class by value, so a module-level clock
+        # would be the builder's, not this process's).
+        self.startup: dict[str, float | None] = {
+            "process_started": process_start_time(),
+            "init_started": init_started,
+            "weights_started": weights_started,
+            "weights_done": weights_done,
+            "ready": time.time(),
+            "first_inference_ms": None,
+        }
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        # One worker thread runs the model so the event loop keeps forming the next batch.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self._trim: asyncio.TimerHandle | None = None
         api.state.headers = {
             "x-replica-id": self.replica_id,
             "x-variant": args.variant,
@@ -115,13 +146,22 @@ class Classifier:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _classify_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        predictions = await loop.run_in_executor(self._executor, self._predict, texts)
+        # The model runs on the event loop's own thread. In a worker thread it had to win the GIL
+        # back from the loop after every torch op, and served 16% fewer texts/s (docs/BENCHMARKS.md).
+        # Requests arriving meanwhile wait in the actor's queue and form the next batch.
+        predictions = self._predict(texts)
+        # Hand freed activations back to the OS once the replica goes idle, not after every batch
+        # (trimming costs 2-3% when batches follow each other): idle replicas stay small.
+        if self._trim is not None:
+            self._trim.cancel()
+        self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_IDLE_S, trim_heap)
         return [p.to_dict() for p in predictions]
 
     def _predict(self, texts: list[str]) -> list[Prediction]:
+        start = time.perf_counter()
         predictions = self.predictor.predict(texts, len(texts))
-        trim_heap()  # hand the batch's freed activations back: idle replicas stay small
+        if self.startup["first_inference_ms"] is None:
+            self.startup["first_inference_ms"] = (time.perf_counter() - start) * 1e3
         return predictions
 
     @api.post("/classify")
@@ -158,6 +198,7 @@ class Classifier:
             "labels": self.predictor.labels,
             "max_tokens": self.predictor.max_tokens,
             "pid": os.getpid(),
+            "startup": self.startup,
         }
 
     @api.get("/info")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-__all__ = ["BENCH_ENV", "machine_info", "set_bench_env"]
+__all__ = ["BENCH_ENV", "machine_info", "process_start_time", "set_bench_env"]
 
 BENCH_ENV = {
     "HF_HUB_OFFLINE": "1",  # artifacts are local; a hub lookup would only add latency or fail
@@ -20,6 +22,23 @@ def set_bench_env() -> None:
     """Set `BENCH_ENV` where unset: `ray.init` hands this process's environment to its workers."""
     for key, value in BENCH_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def process_start_time() -> float:
+    """Epoch seconds at which this process started, to ~10 ms.
+
+    From /proc (Linux): `psutil.Process().create_time()` adds the start tick to a boot time rounded
+    to whole seconds, so it can be off by up to a second, too coarse for a cold-start breakdown.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - started_after_boot)
+    except (OSError, ValueError, IndexError):
+        import psutil
+
+        return psutil.Process().create_time()
 
 
 def machine_info() -> dict[str, Any]:

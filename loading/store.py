@@ -9,6 +9,8 @@ shared memory, later ones map the same pages (`attach`).
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import os
 import time
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from compression import Int8Linear, SparseLinear, densify_, to_dynamic_quant_
-from loading.artifact import VariantInfo, load_model, load_tokenizer, verify_artifact
+from loading.artifact import VariantInfo, load_model, load_tokenizer, read_variant_info, verify_artifact
 from loading.encoder import TextEncoder
 from loading.zerocopy import (
     ModelSkeleton,
@@ -42,6 +44,8 @@ __all__ = [
     "SparseKernel",
     "attach",
     "forget_attached",
+    "import_model_code",
+    "load_from_disk",
     "model_store",
     "set_threads",
 ]
@@ -153,7 +157,7 @@ class AttachedModel:
 class Int8Kernel(StrEnum):
     """How a replica runs int8 Linear layers (measured in docs/COMPRESSION.md)."""
 
-    SHARED = "shared"  # dequantize the shared int8 weights per call: no private copy, fp32 speed
+    SHARED = "shared"  # int8 x int8 matmuls (torch._int_mm) straight from the shared weights
     FBGEMM = "fbgemm"  # prepack a private copy per replica: faster int8 matmuls, more memory
 
 
@@ -215,14 +219,7 @@ def attach(
     tokenizer = _tokenizer(refs["tokenizer"]) if with_tokenizer else None
     model = bundle.skeleton.module
     replace_tensors_(bundle.skeleton, arena, protect=protect)
-    loaded_from = "object-store-zero-copy"
-    if sparse_kernel is SparseKernel.DENSE and any(isinstance(m, SparseLinear) for m in model.modules()):
-        densify_(model)  # before fbgemm, so that it packs the decoded int8 layers as well
-        loaded_from += "+densified"
-    if int8_kernel is Int8Kernel.FBGEMM and any(isinstance(m, Int8Linear) for m in model.modules()):
-        to_dynamic_quant_(model)
-        loaded_from += "+fbgemm-prepack"
-    model.eval()
+    loaded_from = "object-store-zero-copy" + _apply_kernels_(model, int8_kernel, sparse_kernel)
     attach_ms = (time.perf_counter() - start) * 1e3
     attached = AttachedModel(
         model, tokenizer, bundle.info, attach_ms, store_wait_ms, int(arena.nbytes), loaded_from
@@ -236,6 +233,63 @@ def attach(
         tree_cloner(template),
     )
     return attached
+
+
+def import_model_code(model_dir: str | os.PathLike) -> float:
+    """Import the transformers module defining the variant's model class; returns the seconds taken.
+
+    Unpickling a skeleton imports it anyway, and in a fresh process that import (~1-2 s for
+    `modeling_bert`) is nearly all of the first attach (the mapping itself takes ms). Doing it
+    first lets a worker pay it before its clock starts and a cold start report imports apart.
+    """
+    start = time.perf_counter()
+    try:
+        model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0  # attach reports what is wrong with the folder
+    name = model_type.replace("-", "_")
+    try:
+        importlib.import_module(f"transformers.models.{name}.modeling_{name}")
+    except ImportError:
+        pass  # a model class outside transformers: unpickling imports it
+    return time.perf_counter() - start
+
+
+def _apply_kernels_(model: nn.Module, int8_kernel: Int8Kernel, sparse_kernel: SparseKernel) -> str:
+    """Swap in private kernels where asked; returns the suffix that says so in `loaded_from`."""
+    suffix = ""
+    if sparse_kernel is SparseKernel.DENSE and any(isinstance(m, SparseLinear) for m in model.modules()):
+        densify_(model)  # before fbgemm, so that it packs the decoded int8 layers as well
+        suffix += "+densified"
+    if int8_kernel is Int8Kernel.FBGEMM and any(isinstance(m, Int8Linear) for m in model.modules()):
+        to_dynamic_quant_(model)
+        suffix += "+fbgemm-prepack"
+    model.eval()
+    return suffix
+
+
+def load_from_disk(
+    model_dir: str | os.PathLike,
+    *,
+    int8_kernel: Int8Kernel | str = Int8Kernel.SHARED,
+    sparse_kernel: SparseKernel | str = SparseKernel.SHARED,
+) -> AttachedModel:
+    """The model `attach` gives, read from disk into this process's private memory instead.
+
+    The baseline a zero-copy replica is measured against (`loadtest.coldstart`): same artifact, same
+    kernels, same tokenizer type; only where the weights come from differs. The weights hash is not
+    checked here (the store checks it once per cluster; doing it per replica would only add time).
+    """
+    start = time.perf_counter()
+    info = read_variant_info(model_dir)
+    model = load_model(model_dir)
+    tokenizer = TextEncoder.from_pretrained_tokenizer(load_tokenizer(model_dir))
+    loaded_from = "disk" + _apply_kernels_(model, Int8Kernel(int8_kernel), SparseKernel(sparse_kernel))
+    tensors = model.state_dict().values()
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return AttachedModel(
+        model, tokenizer, info, (time.perf_counter() - start) * 1e3, 0.0, sum(storages.values()), loaded_from
+    )
 
 
 def forget_attached() -> None:

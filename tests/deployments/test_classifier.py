@@ -89,6 +89,44 @@ def test_healthz_and_openapi(base_url):
     assert "/classify" in spec["paths"]
 
 
+def test_healthz_reports_the_replica_startup_clock(base_url):
+    assert httpx.post(f"{base_url}/classify", json={"text": "warm"}, timeout=30).status_code == 200
+    startup = httpx.get(f"{base_url}/healthz", timeout=30).json()["startup"]
+    clock = [
+        startup[k]
+        for k in (
+            "process_started",
+            "init_started",
+            "weights_started",
+            "weights_done",
+            "ready",
+        )
+    ]
+    assert clock == sorted(clock), startup
+    assert clock[-1] - clock[0] < 600  # one replica's start, in seconds of wall clock
+    assert startup["first_inference_ms"] > 0
+
+
+def test_weights_from_disk_switch_serves_the_same_predictions(base_url, local_predictor, tiny_artifact):
+    from ray import serve
+
+    from deployments.classifier import app_builder
+
+    root = base_url.rsplit("/", 1)[0]
+    args = {"variant": "tiny", "model_dir": str(tiny_artifact), "weights": "disk"}
+    serve.run(app_builder(args), name="tiny-disk", route_prefix="/tiny-disk")
+    try:
+        r = httpx.post(f"{root}/tiny-disk/classify", json={"texts": TEXTS}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-weights-loaded-from"] == "disk"
+        labels = [p["label"] for p in r.json()["predictions"]]
+        assert labels == [p.label for p in local_predictor.predict(TEXTS)]
+    finally:
+        serve.delete("tiny-disk")
+    with pytest.raises(ValueError, match="weights"):
+        app_builder({**args, "weights": "ftp"})
+
+
 def test_concurrent_callers_each_get_their_own_answers(base_url, local_predictor):
     texts = [f"caller {i} writes text number {i} " * (1 + i % 5) for i in range(24)]
     expected = [p.label for p in local_predictor.predict(texts)]

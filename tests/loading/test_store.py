@@ -183,3 +183,23 @@ def test_reattach_in_a_process_clones_the_mapped_model(ray_session, tiny_artifac
     assert result["from"] == ("object-store-zero-copy", "object-store-zero-copy+process-mapping")
     assert result["distinct"] and result["same_ptrs"] and result["same_logits"] and result["tokenizer"]
     assert result["second_training"] is False
+
+
+def test_disk_baseline_is_the_same_model_in_private_memory(ray_session, tiny_artifact, tmp_path):
+    from loading.store import attach, import_model_code, load_from_disk
+
+    shared, private = attach("tiny", tiny_artifact), load_from_disk(tiny_artifact)
+    assert private.loaded_from == "disk" and shared.loaded_from.startswith("object-store-zero-copy")
+    assert private.arena_bytes == pytest.approx(shared.arena_bytes, rel=0.05)
+    assert private.info == shared.info
+    for (name, a), (_, b) in zip(
+        shared.model.state_dict().items(), private.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+        assert a.data_ptr() != b.data_ptr(), f"{name} is shared, not read from disk"
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            private.model(**private.tokenizer(TEXTS)).logits, shared.model(**shared.tokenizer(TEXTS)).logits
+        )
+    assert import_model_code(tiny_artifact) >= 0.0
+    assert import_model_code(tmp_path) == 0.0  # no config.json: nothing to import, attach will say why
