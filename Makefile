@@ -46,7 +46,13 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
-.PHONY: evaluate sweep
+.PHONY: evaluate sweep coldstart throughput
+coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
+	$(PY) -m loadtest.coldstart --json
+
+throughput: artifacts  ## served req/s and p50/95/99 of each variant vs the same model unserved and an HF pipeline
+	$(PY) -m loadtest.throughput --json --plot reports/throughput_vs_users.png
+
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
 	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
 

@@ -8,7 +8,8 @@
 Options (also as environment variables, for `locust --config` or CI): `--variants`
 (LOADTEST_VARIANTS, comma-separated, one picked at random per request), `--texts-file`
 (LOADTEST_TEXTS: a CSV/Parquet/JSONL file, column `--text-column`; default the Dreaddit test split),
-`--batch-max` (largest batch a user sends; a quarter of requests are batches of 2..batch-max),
+`--batch-max` (largest batch a user sends), `--batch-share` (share of requests that are batches of
+2..batch-max; default 0.25, 0 sends single texts only, so requests/s is texts/s),
 `--load-shape` constant | step | spike with `--step-users`, `--step-seconds`, `--spike-at`,
 `--spike-seconds`. A request fails only on a non-2xx status or a body that is not the API's answer
 for the texts sent (wrong count, labels without probabilities...).
@@ -23,7 +24,7 @@ import random
 import sys
 from typing import Any
 
-from locust import HttpUser, LoadTestShape, constant, events, task
+from locust import FastHttpUser, LoadTestShape, constant, events, task
 
 from loadtest.shapes import SHAPES, ShapeConfig, answer_problem, users_at
 
@@ -41,6 +42,9 @@ def _add_options(parser: Any) -> None:
     )
     parser.add_argument("--text-column", default=env("LOADTEST_TEXT_COLUMN", "text"))
     parser.add_argument("--batch-max", type=int, default=int(env("LOADTEST_BATCH_MAX", "4")))
+    parser.add_argument(
+        "--batch-share", type=float, default=float(env("LOADTEST_BATCH_SHARE", "0.25")), help="0..1"
+    )
     parser.add_argument("--load-shape", choices=SHAPES, default=env("LOADTEST_SHAPE", "constant"))
     parser.add_argument("--step-users", type=int, default=5, help="step shape: users added per step")
     parser.add_argument("--step-seconds", type=float, default=30.0, help="step shape: seconds per step")
@@ -73,10 +77,17 @@ def _check_texts(environment: Any, **_: Any) -> None:
     except (OSError, ValueError) as exc:  # DataError is a ValueError
         logging.getLogger(__name__).error("cannot load texts: %s", exc)
         sys.exit(2)
+    if not 0.0 <= opts.batch_share <= 1.0:
+        logging.getLogger(__name__).error("--batch-share must be within 0..1, got %s", opts.batch_share)
+        sys.exit(2)
 
 
-class ClassifierUser(HttpUser):
-    """A closed-loop caller: sends the next request as soon as the previous one is answered."""
+class ClassifierUser(FastHttpUser):
+    """A closed-loop caller: sends the next request as soon as the previous one is answered.
+
+    FastHttpUser (geventhttpclient) costs the client a fraction of `requests`' CPU per call; on a
+    machine that also runs the server, that CPU would otherwise be taken from the replicas.
+    """
 
     wait_time = constant(0)
 
@@ -85,6 +96,7 @@ class ClassifierUser(HttpUser):
         self.variants = [v.strip() for v in opts.variants.split(",") if v.strip()]
         self.texts = _texts(opts.texts_file, opts.text_column)
         self.batch_max = max(2, opts.batch_max)
+        self.batch_share = opts.batch_share
 
     def _classify(self, texts: list[str], kind: str) -> None:
         variant = random.choice(self.variants)
@@ -102,13 +114,12 @@ class ClassifierUser(HttpUser):
             if problem:
                 response.failure(problem)
 
-    @task(3)
-    def single(self) -> None:
-        self._classify([random.choice(self.texts)], "single")
-
-    @task(1)
-    def batch(self) -> None:
-        self._classify(random.sample(self.texts, random.randint(2, self.batch_max)), "batch")
+    @task
+    def classify(self) -> None:
+        if random.random() < self.batch_share:
+            self._classify(random.sample(self.texts, random.randint(2, self.batch_max)), "batch")
+        else:
+            self._classify([random.choice(self.texts)], "single")
 
 
 class ConfiguredShape(LoadTestShape):

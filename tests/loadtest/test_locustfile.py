@@ -62,22 +62,18 @@ def test_headless_run_against_the_app(base_url, tmp_path):  # noqa: F811
     assert {f"/{variant}/classify [single]", f"/{variant}/classify [batch]"} <= set(rows)
 
 
-def test_a_bad_texts_file_stops_locust_with_a_message(tmp_path):
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--texts-file", "{bad}"], "text column must be one of ['body']"),
+        (["--batch-share", "1.5"], "--batch-share must be within 0..1, got 1.5"),
+    ],
+)
+def test_bad_options_stop_locust_with_a_message(tmp_path, options, message):
     bad = tmp_path / "bad.csv"
     bad.write_text("body\nonly a body column\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        "loadtest/locustfile.py",
-        "--headless",
-        "-u",
-        "1",
-        "-t",
-        "5s",
-    ]
-    cmd += ["--host", "http://127.0.0.1:9", "--texts-file", str(bad)]
+    cmd = [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "-u", "1"]
+    cmd += ["-t", "5s", "--host", "http://127.0.0.1:9", *(o.format(bad=bad) for o in options)]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "text column must be one of ['body']" in proc.stderr
+    assert message in proc.stderr

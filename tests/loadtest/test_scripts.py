@@ -1,0 +1,90 @@
+"""Cold-start and throughput scripts: their arithmetic, config editing, and (slow) quick runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtest.coldstart import PHASES, breakdown
+from loadtest.serving import app_entry, load_serve_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_breakdown_phases_add_up_to_the_total():
+    startup = {
+        "process_started": 100.5,
+        "init_started": 102.9,
+        "weights_started": 103.0,
+        "weights_done": 103.02,
+        "ready": 103.05,
+        "first_inference_ms": 40.0,
+    }
+    b = breakdown(asked=100.0, first_200=103.2, startup=startup)
+    assert sum(b[name] for name, _, _ in PHASES) == pytest.approx(b["total_s"]) == pytest.approx(3.2)
+    assert b["weights_s"] == pytest.approx(0.02) and b["weights_share"] == pytest.approx(0.02 / 3.2)
+    assert b["boot_and_imports_s"] == pytest.approx(2.4) and b["first_inference_s"] == pytest.approx(0.04)
+
+
+def test_app_entry_fixes_replicas_and_overrides_args_on_a_copy():
+    config = load_serve_config(ROOT / "serve_config.yaml")
+    app = app_entry(config, "quant", replicas=2, weights="disk")
+    deployment = app["deployments"][0]
+    assert deployment["num_replicas"] == 2 and "autoscaling_config" not in deployment
+    assert app["args"] == {**app_entry(config, "quant")["args"], "weights": "disk"}
+    assert "autoscaling_config" in app_entry(config, "quant")["deployments"][0]  # the config is intact
+    with pytest.raises(SystemExit, match="not in the Serve config"):
+        app_entry(config, "nope")
+
+
+def test_a_missing_config_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="cannot read the Serve config"):
+        load_serve_config(tmp_path / "absent.yaml")
+
+
+def _run_quick(module: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--quick", "--json", "--port", "8012"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_coldstart_quick_measures_a_zero_copy_and_a_disk_replica():
+    out = _run_quick("loadtest.coldstart")
+    assert out["application"]["base"]["first_200_s"] > 0
+    store, disk = out["replica"]["base/store"]["median"], out["replica"]["base/disk"]["median"]
+    for b in (store, disk):
+        assert sum(b[name] for name, _, _ in PHASES) == pytest.approx(b["total_s"])
+    assert store["weights_s"] < disk["weights_s"]
+
+
+@pytest.mark.slow
+def test_throughput_quick_compares_served_plain_and_pipeline():
+    out = _run_quick("loadtest.throughput")
+    base = out["variants"]["base"]
+    (served,) = base["served"]
+    assert served["failures"] == 0 and served["requests"] > 0
+    assert base["plain_texts_per_s"] > 0 and out["hf_pipeline_texts_per_s"] > 0
+    assert 0.1 < base["served_over_plain"] < 2
+
+
+def test_padding_bench_times_every_setting(tiny_artifact):
+    from loading.artifact import load_model, load_tokenizer
+    from loading.predict import Predictor
+    from loadtest.padding_bench import texts_per_s
+    from loadtest.throughput import random_texts
+
+    texts = random_texts(12, seed=1)
+    assert len(texts) == 12 and texts == random_texts(12, seed=1)
+    predictor = Predictor(load_model(tiny_artifact), load_tokenizer(tiny_artifact))
+    assert texts_per_s(predictor, texts, 4) > 0 and texts_per_s(predictor, texts, 4, trim=True) > 0
