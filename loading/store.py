@@ -128,6 +128,9 @@ def model_store() -> ray.actor.ActorHandle:
         namespace=STORE_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
+        # On the head node, as Serve's controller: it owns the weights, so it must not live on a spot
+        # worker that can vanish (every node's replicas would lose their weights with it).
+        resources={"node:__internal_head__": 0.001},
     ).remote()
 
 
