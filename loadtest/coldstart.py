@@ -11,7 +11,7 @@ Three measurements on a private local Ray + Serve deployed from `serve_config.ya
     store (the node already holds them) and once with the same deployment reading them from disk
     (`weights: disk`).
 (c) scale-up: the config's autoscaling deployment under a step load, from the step to the first 200
-    of each added replica (the new capacity serving).
+    of each added replica (the new capacity serving); `loadtest.autoscale` also follows it back down.
 
 The last stdout line is one JSON object. `--quick` measures base only, once each, in < 1 minute.
 """
@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +29,10 @@ from typing import Any
 import httpx
 
 from loading.machine import machine_info
+from loadtest.autoscale import step_load
 from loadtest.serving import ServeSession, app_entry, load_serve_config, post_text, wait_until
 
-__all__ = ["app_cold_start", "breakdown", "main", "replica_cold_start", "scale_up_under_step_load"]
+__all__ = ["app_cold_start", "breakdown", "main", "replica_cold_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,74 +143,6 @@ def replica_cold_start(
     return results
 
 
-def scale_up_under_step_load(
-    session: ServeSession, variant: str, users: tuple[int, int], warm_s: float, timeout_s: float
-) -> dict[str, Any]:
-    """The config's autoscaling deployment; `users[0]` closed-loop users, then `users[1]` at the step."""
-    app = app_entry(session.config, variant)
-    scaling = app["deployments"][0].get("autoscaling_config") or {}
-    if scaling.get("max_replicas", 1) <= scaling.get("min_replicas", 1):
-        raise SystemExit(f"{variant}: its autoscaling_config cannot scale (min {scaling})")
-    session.deploy([app])
-    with httpx.Client() as client:
-        wait_until(
-            lambda: (r := post_text(client, session.url, variant)) and r.status_code == 200, 120, variant
-        )
-    wait_until(lambda: _replicas_running(variant) == scaling["min_replicas"], timeout_s, "min replicas", 0.1)
-    stop = threading.Event()
-    log: list[tuple[float, str, int]] = []  # (epoch, replica id, status)
-    lock = threading.Lock()
-
-    def user() -> None:
-        with httpx.Client() as client:
-            while not stop.is_set():
-                r = post_text(client, session.url, variant)
-                with lock:
-                    log.append(
-                        (
-                            time.time(),
-                            r.headers.get("x-replica-id", "") if r else "",
-                            r.status_code if r else 0,
-                        )
-                    )
-
-    threads = [threading.Thread(target=user, daemon=True) for _ in range(users[1])]
-    for t in threads[: users[0]]:
-        t.start()
-    time.sleep(warm_s)
-    step_at = time.time()
-    for t in threads[users[0] :]:
-        t.start()
-    before = {rid for at, rid, _ in log if at < step_at}
-    try:
-        wait_until(
-            lambda: (
-                len({rid for _, rid, s in list(log) if s == 200} - before) + len(before)
-                >= scaling["max_replicas"]
-            ),
-            timeout_s,
-            f"{variant} scaled to {scaling['max_replicas']} replicas",
-            0.05,
-        )
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-    firsts: dict[str, float] = {}
-    for at, rid, status in log:
-        if status == 200 and rid not in before:
-            firsts.setdefault(rid, at - step_at)
-    return {
-        "users_before_after": list(users),
-        "autoscaling_config": scaling,
-        "replicas_before": len(before),
-        "new_replicas_first_200_s": sorted(firsts.values()),
-        "step_to_full_capacity_s": max(firsts.values()),
-        "requests": len(log),
-        "failed": sum(1 for _, _, s in log if s != 200),
-    }
-
-
 def _median_breakdown(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
@@ -266,10 +198,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"{disk['weights_share']:.1%} from disk"
             )
         if not args.quick:
-            out["scale_up"] = scale_up_under_step_load(
-                session, args.scale_variant, (2, 48), 5.0, args.timeout
+            s = step_load(
+                session,
+                args.scale_variant,
+                (2, 48),
+                warm_s=5.0,
+                hold_s=0.0,
+                timeout_s=args.timeout,
+                scale_down=False,
             )
-            s = out["scale_up"]
+            s.pop("_requests")
+            out["scale_up"] = s
             print(
                 f"(c) {args.scale_variant}: step {s['users_before_after']} users -> new replicas' "
                 f"first 200 at {s['new_replicas_first_200_s']} s; "

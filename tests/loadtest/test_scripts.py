@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.autoscale import StepLoad, summarize
 from loadtest.coldstart import PHASES, breakdown
 from loadtest.serving import app_entry, load_serve_config
 
@@ -39,6 +40,19 @@ def test_app_entry_fixes_replicas_and_overrides_args_on_a_copy():
     assert "autoscaling_config" in app_entry(config, "quant")["deployments"][0]  # the config is intact
     with pytest.raises(SystemExit, match="not in the Serve config"):
         app_entry(config, "nope")
+
+
+def test_step_load_summary_times_each_scaling_event_from_the_step():
+    record = StepLoad(step_at=100.0, stop_at=130.0, min_again_at=162.5)
+    # running / target replicas: the autoscaler decides at 104, the replica runs at 109, back down at 162
+    record.samples = [(99.0, 1, 1), (104.0, 1, 2), (109.0, 2, 2), (150.0, 2, 2), (162.5, 1, 1)]
+    record.requests = [(98.0, "a", 200), (101.0, "a", 200), (110.5, "b", 200), (111.0, "b", 503)]
+    out = summarize(record, {"a"}, {"min_replicas": 1, "max_replicas": 2}, (2, 32))
+    assert out["step_to_decision_s"] == 4.0
+    assert out["new_replicas_first_200_s"] == [10.5] and out["step_to_full_capacity_s"] == 10.5
+    assert out["load_stop_to_min_replicas_s"] == 32.5 and out["peak_replicas"] == 2
+    assert (out["requests"], out["failed"]) == (4, 1)
+    assert out["_requests"][0] == (-2.0, "a", 200)
 
 
 def test_a_missing_config_is_a_clear_error(tmp_path):
@@ -88,3 +102,10 @@ def test_padding_bench_times_every_setting(tiny_artifact):
     assert len(texts) == 12 and texts == random_texts(12, seed=1)
     predictor = Predictor(load_model(tiny_artifact), load_tokenizer(tiny_artifact))
     assert texts_per_s(predictor, texts, 4) > 0 and texts_per_s(predictor, texts, 4, trim=True) > 0
+
+
+@pytest.mark.slow
+def test_autoscale_quick_adds_a_replica_under_a_step_load():
+    out = _run_quick("loadtest.autoscale")
+    assert out["failed"] == 0 and out["peak_replicas"] == out["autoscaling_config"]["max_replicas"]
+    assert 0 < out["step_to_decision_s"] < out["step_to_full_capacity_s"]
