@@ -9,15 +9,17 @@ import asyncio
 import logging
 import os
 import time
+import unicodedata
 from typing import Any, Literal
 
 import ray
-from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 from ray import serve
 from ray.serve import Application
 
-from deployments.errors import InputError, install_error_handlers
+from deployments.auth import ApiKeys
+from deployments.errors import InputError, install_error_handlers, require_json
 from loading.artifact import resolve_model_dir
 from loading.machine import process_start_time
 from loading.memory import trim_heap
@@ -38,6 +40,14 @@ logger = logging.getLogger(__name__)
 TRIM_AFTER_IDLE_S = 0.5  # return freed heap to the OS after this long without a batch
 
 
+def _visible(ch: str) -> bool:
+    """Neither whitespace nor a control or format code (NUL, ESC, zero-width space, BOM).
+
+    The tokenizer drops those, so a text of nothing else would be classified as the empty string.
+    """
+    return not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp")
+
+
 class ClassifierArgs(BaseModel):
     """Application arguments, given under `args:` in `serve_config.yaml`."""
 
@@ -49,6 +59,7 @@ class ClassifierArgs(BaseModel):
     max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
     max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
     max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
+    body_timeout_s: float = Field(10.0, gt=0)  # a body still arriving after this frees its slot (408)
     int8_kernel: Int8Kernel = Int8Kernel.SHARED  # shared int8 weights; fbgemm: ~1.4x faster, private copy
     sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
     # "store": map the weights zero-copy from the model store (the product). "disk": read them from
@@ -64,6 +75,17 @@ class ClassifyRequest(BaseModel):
     texts: list[StrictStr] | None = Field(None, min_length=1)
     text: StrictStr | None = None
 
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _strings_only(cls, texts: Any) -> Any:
+        # One error for the first non-string, not one per item: a 2 MB list of numbers would
+        # otherwise build a million error records.
+        if isinstance(texts, list):
+            for i, item in enumerate(texts):
+                if not isinstance(item, str):
+                    raise ValueError(f"texts[{i}] must be a string, got {type(item).__name__}")
+        return texts
+
     @model_validator(mode="after")
     def _exactly_one(self) -> "ClassifyRequest":
         if (self.texts is None) == (self.text is None):
@@ -74,7 +96,8 @@ class ClassifyRequest(BaseModel):
         return self.texts if self.texts is not None else [self.text]
 
 
-api = FastAPI(title="BERT text classifier", version="0.1.0")
+# No trailing-slash redirects: a 307 built from the caller's Host header is no answer to bad input.
+api = FastAPI(title="BERT text classifier", version="0.1.0", redirect_slashes=False)
 install_error_handlers(api)
 
 
@@ -89,6 +112,9 @@ class Classifier:
 
     def __init__(self, args: ClassifierArgs) -> None:
         init_started = time.time()
+        # First, so that a bad key setting fails the replica before it loads anything. From this
+        # process's environment (the cluster's, or runtime_env env_vars); the keys are never logged.
+        api_keys = ApiKeys.from_env()
         self.args = args
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self.threads = set_threads(cpus)
@@ -131,12 +157,15 @@ class Classifier:
             "x-weights-loaded-from": self.attached.loaded_from,
         }
         api.state.max_body_bytes = args.max_body_bytes
+        api.state.body_timeout_s = args.body_timeout_s
+        api.state.api_keys = api_keys
         logger.info(
-            "replica %s serves %s (weights attached in %.1f ms, %d threads)",
+            "replica %s serves %s (weights attached in %.1f ms, %d threads; %s)",
             self.replica_id,
             args.variant,
             self.attached.attach_ms,
             self.threads,
+            "open access" if api_keys is None else f"{len(api_keys.digests)} API keys",
         )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -164,7 +193,7 @@ class Classifier:
             self.startup["first_inference_ms"] = (time.perf_counter() - start) * 1e3
         return predictions
 
-    @api.post("/classify")
+    @api.post("/classify", dependencies=[Depends(require_json)])
     async def classify(self, request: ClassifyRequest) -> dict[str, Any]:
         """Classify texts; predictions come back in input order."""
         texts = request.as_list()
@@ -176,12 +205,21 @@ class Classifier:
         if len(texts) > self.args.max_texts:
             raise InputError(f"texts must hold at most {self.args.max_texts} items, got {len(texts)}")
         for i, text in enumerate(texts):
-            if not text.strip():
-                raise InputError(f"texts[{i}] must be a non-empty string, got {text!r}")
             if len(text) > self.args.max_text_chars:
                 raise InputError(
                     f"texts[{i}] must be at most {self.args.max_text_chars} characters, got {len(text)}"
                 )
+            if not any(_visible(ch) for ch in text):
+                raise InputError(
+                    f"texts[{i}] must be a non-empty string with a visible character, got {len(text)} "
+                    "characters of whitespace or control codes"
+                )
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate: "\ud800"
+                raise InputError(
+                    f"texts[{i}] must be valid Unicode, got a lone surrogate at character {exc.start}"
+                ) from None
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

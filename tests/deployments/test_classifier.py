@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
-from loading.artifact import load_model, load_tokenizer
-from loading.predict import Predictor
 
 TEXTS = [
     "I can't sleep, the deadline is tomorrow and nothing works.",
@@ -18,38 +14,6 @@ TEXTS = [
     "ok",
     "A much longer text " * 40,
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def base_url(ray_session, tiny_artifact):
-    from ray import serve
-
-    from deployments.classifier import app_builder
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {
-        "variant": "tiny",
-        "model_dir": str(tiny_artifact),
-        "max_texts": 8,
-        "max_text_chars": 5000,
-        "max_body_bytes": 100_000,
-    }
-    serve.run(app_builder(args), name="tiny", route_prefix="/tiny")
-    yield f"http://127.0.0.1:{port}/tiny"
-    serve.delete("tiny")
-    serve.shutdown()
-
-
-@pytest.fixture(scope="module")
-def local_predictor(tiny_artifact):
-    return Predictor(load_model(tiny_artifact), load_tokenizer(tiny_artifact))
 
 
 def test_classify_matches_in_process_model(base_url, local_predictor):
@@ -146,7 +110,7 @@ def test_concurrent_callers_each_get_their_own_answers(base_url, local_predictor
         ("{not json", 400, "not valid JSON"),
         ({}, 422, "exactly one of"),
         ({"texts": "one string"}, 422, "texts"),
-        ({"texts": [1, 2]}, 422, "texts.0"),
+        ({"texts": [1, 2]}, 422, "texts[0] must be a string"),
         ({"texts": []}, 422, "texts"),
         ({"text": ""}, 422, "non-empty"),
         ({"texts": ["   "]}, 422, "non-empty"),

@@ -72,6 +72,38 @@ def test_pickle_only_checkpoint_is_refused(tmp_path, tokenizer):
         load_model(out)
 
 
+class _Planted:
+    """Unpickling this creates `marker`: the kind of code a hostile checkpoint runs."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("beside_safetensors", [False, True])
+def test_a_code_running_pickle_is_never_unpickled(tmp_path, tokenizer, beside_safetensors):
+    from loading.store import load_from_disk
+
+    out, marker = tmp_path / "v", tmp_path / "pwned"
+    save_artifact(tiny_classifier(), tokenizer, out)
+    torch.save({"classifier.weight": _Planted(marker)}, out / "pytorch_model.bin")
+    torch.load(out / "pytorch_model.bin", weights_only=False)["classifier.weight"].close()
+    assert marker.exists()  # the payload is live: plain unpickling runs it
+    marker.unlink()
+    if beside_safetensors:  # the pickle is ignored; the weights come from safetensors
+        model = load_model(out)
+        assert torch.equal(model.classifier.weight, tiny_classifier().classifier.weight)
+        verify_artifact(out)
+    else:
+        (out / WEIGHTS_FILE).unlink()
+        for load in (load_model, read_variant_info, verify_artifact, load_from_disk):
+            with pytest.raises(ArtifactError, match=r"no model.safetensors \(found pickle weights"):
+                load(out)
+    assert not marker.exists()
+
+
 def test_missing_folder_and_config_are_named(tmp_path):
     with pytest.raises(ArtifactError, match="does not exist"):
         read_variant_info(tmp_path / "nope")

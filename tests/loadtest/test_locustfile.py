@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.shapes import ShapeConfig, answer_problem, users_at
-from tests.deployments.test_classifier import base_url  # noqa: F401  the served tiny app
+from tests.deployments.conftest import base_url  # noqa: F401  the served tiny app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,55 @@
+"""One Ray Serve instance for the package: the tiny classifier at /tiny, shared by every test file here."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from loading.artifact import load_model, load_tokenizer
+from loading.predict import Predictor
+
+# Small limits so that tests reach them with small bodies.
+TINY_ARGS = {
+    "variant": "tiny",
+    "max_texts": 8,
+    "max_text_chars": 5000,
+    "max_body_bytes": 100_000,
+    "body_timeout_s": 2.0,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="package")
+def base_url(ray_session, tiny_artifact) -> str:
+    """Serve on a free loopback port with the tiny classifier as application "tiny" (open access).
+
+    Self-contained (only root-conftest fixtures), so that other packages can import it.
+    """
+    from ray import serve
+
+    from deployments.classifier import app_builder
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app_builder({**TINY_ARGS, "model_dir": str(tiny_artifact)}), name="tiny", route_prefix="/tiny")
+    yield f"http://127.0.0.1:{port}/tiny"
+    serve.delete("tiny")
+    serve.shutdown()
+
+
+@pytest.fixture(scope="package")
+def serve_root(base_url) -> str:
+    """Serve's proxy, for more applications next to "tiny"."""
+    return base_url.rsplit("/", 1)[0]
+
+
+@pytest.fixture(scope="package")
+def local_predictor(tiny_artifact) -> Predictor:
+    """The same model in this process: what a 200 from the app must agree with."""
+    return Predictor(load_model(tiny_artifact), load_tokenizer(tiny_artifact))
