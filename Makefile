@@ -46,12 +46,18 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
-.PHONY: evaluate sweep coldstart throughput
+.PHONY: evaluate sweep coldstart throughput autoscale preemption
 coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
 	$(PY) -m loadtest.coldstart --json
 
 throughput: artifacts  ## served req/s and p50/95/99 of each variant vs the same model unserved and an HF pipeline
 	$(PY) -m loadtest.throughput --json --plot reports/throughput_vs_users.png
+
+autoscale: artifacts  ## base under a step load: replicas up, new capacity serving, back down (docs/BENCHMARKS.md)
+	$(PY) -m loadtest.autoscale --json --plot reports/autoscale_timeline.png
+
+preemption: artifacts  ## local head + 2 spot nodes: a node killed and one drained under load (docs/PREEMPTION.md)
+	$(PY) -m loadtest.preemption --json
 
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
 	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
