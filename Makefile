@@ -46,7 +46,7 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
-.PHONY: evaluate sweep coldstart throughput autoscale preemption
+.PHONY: evaluate sweep coldstart throughput autoscale preemption cost
 coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
 	$(PY) -m loadtest.coldstart --json
 
@@ -58,6 +58,9 @@ autoscale: artifacts  ## base under a step load: replicas up, new capacity servi
 
 preemption: artifacts  ## local head + 2 spot nodes: a node killed and one drained under load (docs/PREEMPTION.md)
 	$(PY) -m loadtest.preemption --json
+
+cost: install  ## USD/year and per million requests per variant, on demand vs spot, from recorded measurements (docs/COST.md)
+	$(PY) -m loadtest.cost
 
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
 	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
