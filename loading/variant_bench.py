@@ -276,7 +276,8 @@ def _is_shared(kernels: dict[str, str]) -> bool:
 def _served_apps(config_path: str | Path = _SERVE_CONFIG) -> list[dict[str, Any]]:
     import yaml
 
-    return yaml.safe_load(Path(config_path).read_text()).get("applications") or []
+    apps = yaml.safe_load(Path(config_path).read_text()).get("applications") or []
+    return [a for a in apps if "variant" in (a.get("args") or {})]  # not the catch-all 404 app
 
 
 def served_env_vars(config_path: str | Path = _SERVE_CONFIG) -> dict[str, str]:

@@ -30,7 +30,7 @@ import httpx
 
 from loading.machine import machine_info
 from loadtest.autoscale import step_load
-from loadtest.serving import ServeSession, app_entry, load_serve_config, post_text, wait_until
+from loadtest.serving import ServeSession, app_entry, load_serve_config, post_text, variant_apps, wait_until
 
 __all__ = ["app_cold_start", "breakdown", "main", "replica_cold_start"]
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_serve_config(args.config)
-    every = [a["args"]["variant"] for a in config["applications"]]
+    every = list(variant_apps(config))
     variants = (args.variants or ("base" if args.quick else ",".join(every))).split(",")
     replica_variants = ["base"] if args.quick else args.replica_variants.split(",")
     repeats = 1 if args.quick else args.repeats

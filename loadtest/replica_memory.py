@@ -277,13 +277,13 @@ def measure_to_file(args: argparse.Namespace, command: str) -> Path:
     A `--quick` run never overwrites the recorded default file: it writes under reports/ instead.
     """
     from loadtest.cost import DEFAULT_MEASUREMENTS
-    from loadtest.serving import ROOT, load_serve_config
+    from loadtest.serving import ROOT, load_serve_config, variant_apps
 
     try:
         config = load_serve_config(args.config)
     except SystemExit as exc:  # its message names the file; the caller reports it as a usage error
         raise ValueError(str(exc)) from None
-    every = [a["args"]["variant"] for a in config["applications"]]
+    every = list(variant_apps(config))
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else every
     if args.quick:
         variants, args.seconds = variants[:1] if args.variants else ["base"], min(args.seconds, 8.0)

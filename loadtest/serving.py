@@ -23,6 +23,7 @@ __all__ = [
     "app_entry",
     "load_serve_config",
     "post_text",
+    "variant_apps",
     "wait_until",
 ]
 
@@ -42,6 +43,11 @@ def load_serve_config(path: str | os.PathLike = ROOT / "serve_config.yaml") -> d
     return config
 
 
+def variant_apps(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The config's classifier applications by variant (the catch-all 404 app has none)."""
+    return {a["args"]["variant"]: a for a in config["applications"] if "variant" in (a.get("args") or {})}
+
+
 def app_entry(
     config: dict[str, Any],
     variant: str,
@@ -50,7 +56,7 @@ def app_entry(
     **args: Any,
 ) -> dict[str, Any]:
     """A copy of `variant`'s application; `replicas` fixes the count (no autoscaling), `args` override."""
-    apps = {a["args"]["variant"]: a for a in config["applications"]}
+    apps = variant_apps(config)
     if variant not in apps:
         raise SystemExit(f"variant {variant!r} is not in the Serve config; it has {sorted(apps)}")
     app = copy.deepcopy(apps[variant])

@@ -32,7 +32,15 @@ import torch
 
 from loading.artifact import load_tokenizer, resolve_model_dir
 from loading.machine import machine_info
-from loadtest.serving import ROOT, ServeSession, app_entry, load_serve_config, post_text, wait_until
+from loadtest.serving import (
+    ROOT,
+    ServeSession,
+    app_entry,
+    load_serve_config,
+    post_text,
+    variant_apps,
+    wait_until,
+)
 
 __all__ = ["hf_pipeline_rate", "main", "plain_rate", "random_texts", "run_locust"]
 
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_serve_config(args.config)
-    every = [a["args"]["variant"] for a in config["applications"]]
+    every = list(variant_apps(config))
     variants = ["base"] if args.quick else (args.variants or ",".join(every)).split(",")
     users = sorted({int(u) for u in args.users.split(",")} | {args.fixed_users})
     if args.quick:
