@@ -29,7 +29,6 @@ from loading.artifact import (
     VariantInfo,
     load_model,
     load_tokenizer,
-    read_variant_info,
     save_artifact,
     verify_artifact,
 )
@@ -60,7 +59,7 @@ def build_variants(
             continue
         if if_missing and out.exists():
             try:
-                written.append(read_variant_info(out))
+                written.append(verify_artifact(out))  # a truncated or swapped weights file is rebuilt
                 logger.info("%s exists; skipped", out)
                 continue
             except ArtifactError:
