@@ -154,7 +154,8 @@ def _replica_demand(serve_config: dict[str, Any]) -> _Demand:
             cpus.append(_num_cpus(dep))
             baseline += cpus[-1] * low
             peak += cpus[-1] * high
-    return _Demand(max(cpus, default=0.0), min(cpus, default=0.0), baseline, peak)
+    # A CPU-less deployment (the catch-all 404 app) does not bound how many replicas fit a node.
+    return _Demand(max(cpus, default=0.0), min((c for c in cpus if c > 0), default=0.0), baseline, peak)
 
 
 def _diff(ours: Any, theirs: Any, path: str) -> list[str]:

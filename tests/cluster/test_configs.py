@@ -138,7 +138,7 @@ def test_rayservice_serves_the_same_applications_as_serve_config(rayservice, ser
         deps = {d["name"]: d for d in other["deployments"]}
         for dep in app["deployments"]:
             assert deps[dep["name"]]["ray_actor_options"]["num_cpus"] == dep["ray_actor_options"]["num_cpus"]
-            assert deps[dep["name"]]["autoscaling_config"] == dep["autoscaling_config"]
+            assert deps[dep["name"]].get("autoscaling_config") == dep.get("autoscaling_config")
 
 
 def test_rayservice_head_on_demand_workers_on_spot(rayservice):
