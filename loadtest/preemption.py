@@ -30,7 +30,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from typing import Any
 import httpx
 
 from loadtest.local_cluster import LocalCluster, LocalNode
+from loadtest.locust_run import locust_command, stop_locust
 from loadtest.serving import ROOT, app_entry, load_serve_config, post_text
 
 __all__ = ["ScenarioConfig", "in_flight", "load_records", "main", "percentile", "summarize"]
@@ -264,48 +264,12 @@ def start_locust(
     url: str, variant: str, cfg: ScenarioConfig, records: Path, seconds: float
 ) -> subprocess.Popen:
     """Headless Locust with the retrying users, logging every request to `records`."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(ROOT / "loadtest" / "locust_retry.py"),
-        "--headless",
-        "-u",
-        str(cfg.users),
-        "-r",
-        str(cfg.users),
-        "-t",
-        f"{seconds:.0f}s",
-        "--host",
-        url,
-        "--variants",
-        variant,
-        "--batch-share",
-        "0",
-        "--retry-attempts",
-        str(cfg.retry_attempts),
-        "--records",
-        str(records),
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-    ]
+    options = ["--retry-attempts", str(cfg.retry_attempts), "--records", str(records)]
+    cmd = locust_command(url, variant, cfg.users, seconds, locustfile="locust_retry.py", options=options)
     log = records.with_suffix(".log").open("wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return proc
-
-
-def stop_locust(proc: subprocess.Popen) -> None:
-    """SIGTERM (Locust stops its users and exits), SIGKILL if it does not within 20 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # -- one scenario ----------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import json
 import logging
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from loading.artifact import load_tokenizer, resolve_model_dir
 from loading.machine import machine_info
+from loadtest.locust_run import locust_command
 from loadtest.serving import (
     ROOT,
     ServeSession,
@@ -96,32 +96,7 @@ def hf_pipeline_rate(model_dir: Path, texts: list[str], batch: int) -> float:
 def run_locust(url: str, variant: str, users: int, seconds: float, folder: Path) -> dict[str, float]:
     """One headless Locust run of single texts at `users` closed-loop users; its aggregated stats."""
     prefix = folder / f"{variant}-{users}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(ROOT / "loadtest" / "locustfile.py"),
-        "--headless",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{seconds:g}s",
-        "--host",
-        url,
-        "--variants",
-        variant,
-        "--batch-share",
-        "0",
-        "--csv",
-        str(prefix),
-        "--reset-stats",
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-    ]
+    cmd = locust_command(url, variant, users, seconds, options=["--csv", str(prefix), "--reset-stats"])
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120)
     stats = Path(f"{prefix}_stats.csv")
     if not stats.exists():
