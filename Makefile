@@ -46,7 +46,7 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
-.PHONY: evaluate sweep coldstart throughput autoscale preemption cost
+.PHONY: evaluate sweep coldstart throughput autoscale preemption cost faults soak
 coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
 	$(PY) -m loadtest.coldstart --json
 
@@ -61,6 +61,12 @@ preemption: artifacts  ## local head + 2 spot nodes: a node killed and one drain
 
 cost: install  ## USD/year and per million requests per variant, on demand vs spot, from recorded measurements (docs/COST.md)
 	$(PY) -m loadtest.cost
+
+faults: artifacts  ## a replica and the model store killed under load, corrupt artifacts deployed (docs/RELIABILITY.md)
+	$(PY) -m loadtest.faults --json
+
+soak: artifacts  ## 10 minutes of steady load: failures, p50/95/99, replica memory start vs end (docs/RELIABILITY.md)
+	$(PY) -m loadtest.soak --json --users 4
 
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
 	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
