@@ -311,6 +311,10 @@ def _run_tasks(
     finally:
         for worker in workers:
             ray.kill(worker)  # its process exits, and with it its mapping of the variants
+        # ray.kill is asynchronous: wait until the shards in flight have settled (their workers are
+        # gone), so that no shard file lands after this returns and a resume sees a still folder.
+        if in_flight:
+            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=60)
     return timings, startup_s
 
 
