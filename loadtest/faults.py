@@ -44,6 +44,7 @@ import httpx
 from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, ArtifactError, resolve_model_dir, verify_artifact
 from loading.machine import machine_info
 from loadtest.locust_run import locust_command, stop_locust
+from loadtest.preemption import percentile
 from loadtest.serving import ROOT, SHORT_TEXT, ServeSession, app_entry, load_serve_config
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "build_refusal",
     "corrupt_artifact",
     "main",
-    "percentile",
     "summarize",
 ]
 
@@ -142,17 +142,6 @@ def _verify_refusal(model_dir: Path) -> str | None:
 
 
 # -- the load and its records ----------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The `q`-th percentile (0-100), linear between ranks; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summarize(records: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
