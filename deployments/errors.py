@@ -67,8 +67,12 @@ def _describe(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def require_json(request: Request) -> None:
-    """Route dependency: a JSON body must say so (`application/json` or `application/*+json`)."""
+async def require_json(request: Request) -> None:
+    """Route dependency: a JSON body must say so (`application/json` or `application/*+json`).
+
+    Async on purpose: FastAPI runs a plain `def` dependency in a thread pool, a thread hop and a GIL
+    hand-off per request next to the model.
+    """
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         raise StarletteHTTPException(

@@ -41,14 +41,39 @@ def process_start_time() -> float:
         return psutil.Process().create_time()
 
 
+MATMUL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its matmul-relevant ISA flags, from /proc/cpuinfo ("unknown" elsewhere).
+
+    A VM often names only the family ("Intel(R) Xeon(R) Processor"); the flags tell the generation.
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = [f for f in MATMUL_FLAGS if f in flags]
+    return f"{fields.get('model name', 'unknown')} ({' '.join(present) or 'no AVX2'})"
+
+
 def machine_info() -> dict[str, Any]:
-    """Cores, load (others' jobs skew timings), date and versions, as a JSON-ready dict."""
+    """Cores, CPU, load (others' jobs skew timings), date and versions, as a JSON-ready dict.
+
+    The CPU matters: fp32 and int8 kernels gain unequally from AVX-512/AMX, so ratios such as
+    quant/base requests/s differ between machines of the same core count.
+    """
     import ray
     import torch
     import transformers
 
     return {
         "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA torch's kernels use
         "load_avg_1_5_15m": [round(x, 2) for x in os.getloadavg()],
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],

@@ -288,11 +288,26 @@ def load_from_disk(
     model = load_model(model_dir)
     tokenizer = TextEncoder.from_pretrained_tokenizer(load_tokenizer(model_dir))
     loaded_from = "disk" + _apply_kernels_(model, Int8Kernel(int8_kernel), SparseKernel(sparse_kernel))
-    tensors = model.state_dict().values()
-    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     return AttachedModel(
-        model, tokenizer, info, (time.perf_counter() - start) * 1e3, 0.0, sum(storages.values()), loaded_from
+        model, tokenizer, info, (time.perf_counter() - start) * 1e3, 0.0, _private_bytes(model), loaded_from
     )
+
+
+def _private_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the distinct storages behind `model`'s state: what a disk load holds privately.
+
+    A dynamic-int8 Linear's state holds its packed (weight, bias) pair and a dtype, not one tensor.
+    """
+    storages: dict[int, int] = {}
+    pending = list(model.state_dict().values())
+    while pending:
+        item = pending.pop()
+        if isinstance(item, (tuple, list)):
+            pending.extend(item)
+        elif isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def forget_attached() -> None:

@@ -44,17 +44,15 @@ import httpx
 from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, ArtifactError, resolve_model_dir, verify_artifact
 from loading.machine import machine_info
 from loadtest.locust_run import locust_command, stop_locust
-from loadtest.preemption import percentile
+from loadtest.records import RecordTail, summarize
 from loadtest.serving import ROOT, SHORT_TEXT, ServeSession, app_entry, load_serve_config
 
 __all__ = [
     "CORRUPTIONS",
     "FaultsConfig",
-    "RecordTail",
     "build_refusal",
     "corrupt_artifact",
     "main",
-    "summarize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,59 +142,8 @@ def _verify_refusal(model_dir: Path) -> str | None:
 # -- the load and its records ----------------------------------------------------------------------
 
 
-def summarize(records: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
-    """Requests that ended in [start, end) (records of `loadtest/locust_retry.py --records`).
-
-    failed_first_attempt: what a client without retries would have seen; failed: what users saw
-    after the retry policy; latencies in ms include the retries.
-    """
-    window = [r for r in records if start <= r["t1"] < end]
-    latencies = [(r["t1"] - r["t0"]) * 1e3 for r in window]
-    first_failed = [r for r in window if r["first_error"] is not None]
-    return {
-        "seconds": round(end - start, 2),
-        "requests": len(window),
-        "failed_first_attempt": len(first_failed),
-        "failed": sum(r["error"] is not None for r in window),
-        "retried": sum(r["attempts"] > 1 for r in window),
-        "max_attempts": max((r["attempts"] for r in window), default=0),
-        "first_attempt_errors": sorted({_reason(r["first_error"]) for r in first_failed}),
-        **{f"p{q}_ms": _round(percentile(latencies, q)) for q in (50, 99)},
-        "max_ms": _round(max(latencies, default=None)),
-    }
-
-
-def _reason(error: str) -> str:
-    """The kind of a failed attempt ("HTTP 500", "no answer"), without request-specific text."""
-    return error.split(":", 1)[0][:40]
-
-
 def _since(at: float | None, start: float) -> float | None:
     return None if at is None else round(at - start, 2)
-
-
-def _round(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-class RecordTail:
-    """Every complete line of a growing JSON-lines file, read incrementally while the load runs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records: list[dict[str, Any]] = []
-        self._offset = 0
-        self._partial = b""
-
-    def read(self) -> list[dict[str, Any]]:
-        if self.path.exists():
-            with self.path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-            self._offset += len(data)
-            *lines, self._partial = (self._partial + data).split(b"\n")
-            self.records.extend(json.loads(line) for line in lines if line.strip())
-        return self.records
 
 
 def _start_locust(url: str, cfg: FaultsConfig, records: Path) -> subprocess.Popen:

@@ -42,9 +42,10 @@ import httpx
 
 from loadtest.local_cluster import LocalCluster, LocalNode
 from loadtest.locust_run import locust_command, stop_locust
+from loadtest.records import RecordTail, in_flight, load_records, summarize
 from loadtest.serving import ROOT, app_entry, load_serve_config, post_text
 
-__all__ = ["ScenarioConfig", "in_flight", "load_records", "main", "percentile", "summarize"]
+__all__ = ["ScenarioConfig", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,76 +72,6 @@ class ScenarioConfig:
             )
         if min(self.steady_s, self.after_s, self.replace_after_s) < 0 or self.drain_deadline_s < 1:
             raise ValueError(f"seconds must be >= 0 and drain_deadline_s >= 1, got {self}")
-
-
-# -- request records (pure) ------------------------------------------------------------------------
-
-
-def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The requests logged by `loadtest/locust_retry.py --records`; a torn last line is skipped."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # the client was stopped mid-write
-    return records
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The `q`-th percentile (0-100) by linear interpolation between ranks; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summarize(records: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
-    """Requests answered (or given up on) in [start, end): how many, how many failed on the first
-    attempt and after retries, answers per second, and p50/p95/p99 of what users waited (retries
-    included), in ms. By end time, so a request cut off by the loss counts in the window after it."""
-    window = [r for r in records if start <= r["t1"] < end]
-    latencies = [(r["t1"] - r["t0"]) * 1e3 for r in window]
-    seconds = max(end - start, 1e-9)
-    return {
-        "seconds": round(end - start, 2),
-        "requests": len(window),
-        "failed_first_attempt": sum(r["first_error"] is not None for r in window),
-        "failed": sum(r["error"] is not None for r in window),
-        "retried": sum(r["attempts"] > 1 for r in window),
-        "ok_per_s": round(sum(r["error"] is None for r in window) / seconds, 2),
-        **{f"p{q}_ms": _round(percentile(latencies, q)) for q in (50, 95, 99)},
-        "max_ms": _round(max(latencies, default=None)),
-    }
-
-
-def in_flight(records: list[dict[str, Any]], at: float) -> list[dict[str, Any]]:
-    """Requests sent before `at` and answered after it."""
-    return [r for r in records if r["t0"] <= at < r["t1"]]
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-class _RecordTail:
-    """New complete lines of a growing records file, read incrementally while the load runs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 # -- the cluster's contents ------------------------------------------------------------------------
@@ -292,17 +223,16 @@ def run_scenario(run: _Run, kind: str, victim: LocalNode, name: str, cfg: Scenar
     past the replacement's first answer."""
     cluster, client, variant = run.cluster, run.client, run.variant
     records_path = run.folder / f"{kind}.jsonl"
-    tail = _RecordTail(records_path)
+    tail = RecordTail(records_path)
     budget = 30 + cfg.steady_s + cfg.replace_after_s + cfg.recovery_timeout_s + cfg.after_s
     before_ids = {r["replica_id"] for r in replicas(client, variant)}
     victim_replicas = {
         r["replica_id"] for r in replicas(client, variant) if r.get("node_id") == victim.node_id
     }
     locust = start_locust(run.url, variant, cfg, records_path, budget)
-    seen: list[dict[str, Any]] = []
     try:
-        _watch({"load": lambda: bool(seen.extend(tail.read()) or seen)}, ["load"], 60, "first request")
-        load_start = min(r["t0"] for r in seen)
+        _watch({"load": lambda: bool(tail.read())}, ["load"], 60, "first request")
+        load_start = min(r["t0"] for r in tail.records)
         time.sleep(max(0.0, load_start + WARMUP_S + cfg.steady_s - time.time()))
 
         killed: list[str] = []  # names of the victim's processes, SIGKILLed
@@ -336,8 +266,7 @@ def run_scenario(run: _Run, kind: str, victim: LocalNode, name: str, cfg: Scenar
             return any(r["state"] == "RUNNING" for r in on_new)
 
         def first_200() -> bool:
-            seen.extend(tail.read())
-            return any(r["replica"] in new_replicas and r["error"] is None for r in seen)
+            return any(r["replica"] in new_replicas and r["error"] is None for r in tail.read())
 
         def victim_gone() -> bool:  # drain: Serve moved everything off; the cloud may take the node now
             on_victim = any(r.get("node_id") == victim.node_id for r in current())
@@ -364,8 +293,7 @@ def run_scenario(run: _Run, kind: str, victim: LocalNode, name: str, cfg: Scenar
         events["replacement_launched"], events["replacement_joined"] = new.started, new.joined
         if kind == "drain":
             events["killed"] = victim.stopped
-        seen.extend(tail.read())
-        recovered = min(r["t1"] for r in seen if r["replica"] in new_replicas and r["error"] is None)
+        recovered = min(r["t1"] for r in tail.read() if r["replica"] in new_replicas and r["error"] is None)
         events["replacement_first_200"] = recovered
         time.sleep(max(0.0, recovered + cfg.after_s - time.time()))
         stop = time.time()

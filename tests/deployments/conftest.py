@@ -33,11 +33,18 @@ def base_url(ray_session, tiny_artifact) -> str:
     """
     from ray import serve
 
-    from deployments.classifier import app_builder
+    from deployments.classifier import Classifier, ClassifierArgs
+    from loading.variant_bench import served_env_vars
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app_builder({**TINY_ARGS, "model_dir": str(tiny_artifact)}), name="tiny", route_prefix="/tiny")
+    # The replica runs with the environment serve_config.yaml gives every app (Serve's event-loop
+    # switch, the oneDNN cache setting), so these tests exercise the served configuration.
+    options = {"num_cpus": 1, "runtime_env": {"env_vars": served_env_vars()}}
+    app = Classifier.options(ray_actor_options=options).bind(
+        ClassifierArgs(**TINY_ARGS, model_dir=str(tiny_artifact))
+    )
+    serve.run(app, name="tiny", route_prefix="/tiny")
     yield f"http://127.0.0.1:{port}/tiny"
     serve.delete("tiny")
     serve.shutdown()

@@ -137,3 +137,31 @@ def test_wrong_method_and_route(base_url):
     assert r.status_code == 405 and "not allowed" in r.json()["error"]
     r = httpx.post(f"{base_url}/nope", json={}, timeout=30)
     assert r.status_code == 404 and "no route" in r.json()["error"]
+
+
+def test_request_path_runs_no_sync_dependency():
+    """FastAPI runs a plain `def` dependency in a thread pool: a thread hop per request next to the
+    model on the replica's one core. Every dependency of every route must be a coroutine."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from deployments.classifier import api
+
+    def calls(dependant):
+        for dep in dependant.dependencies:
+            yield dep.call
+            yield from calls(dep)
+
+    def walk(routes):  # Serve includes the class's routes as a router of their own
+        for r in routes:
+            yield r
+            inner = getattr(r, "original_router", None) or getattr(r, "router", None)
+            yield from walk(getattr(inner, "routes", []))
+
+    routes = [r for r in walk(api.routes) if isinstance(r, APIRoute)]
+    assert {r.path for r in routes} >= {"/classify", "/healthz", "/info"}
+    for route in routes:
+        assert inspect.iscoroutinefunction(route.endpoint), route.path
+        for call in calls(route.dependant):
+            assert inspect.iscoroutinefunction(call), f"{route.path}: {call.__name__} is not async"

@@ -203,3 +203,23 @@ def test_disk_baseline_is_the_same_model_in_private_memory(ray_session, tiny_art
         )
     assert import_model_code(tiny_artifact) >= 0.0
     assert import_model_code(tmp_path) == 0.0  # no config.json: nothing to import, attach will say why
+
+
+def test_disk_baseline_with_fbgemm_kernel_counts_packed_weights(tiny_artifact, tmp_path):
+    """A dynamic-int8 model's state holds packed (weight, bias) pairs and dtypes, not only tensors:
+    the disk baseline with `int8_kernel=fbgemm` must load and count them (it once crashed)."""
+    from loading.build import build_variants
+    from loading.store import load_from_disk
+
+    build_variants(tiny_artifact, ["quant"], tmp_path)
+    shared = load_from_disk(tmp_path / "quant")
+    packed = load_from_disk(tmp_path / "quant", int8_kernel="fbgemm")
+    assert packed.loaded_from.endswith("+fbgemm-prepack") and not shared.loaded_from.endswith("prepack")
+    assert 0 < packed.arena_bytes
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            packed.model(**packed.tokenizer(TEXTS)).logits,
+            shared.model(**shared.tokenizer(TEXTS)).logits,
+            atol=0.05,
+            rtol=0.0,
+        )

@@ -13,7 +13,8 @@ import pytest
 
 from loading.artifact import WEIGHTS_FILE, ArtifactError, verify_artifact
 from loading.build import build_variants
-from loadtest.faults import CORRUPTIONS, FaultsConfig, RecordTail, build_refusal, corrupt_artifact, summarize
+from loadtest.faults import CORRUPTIONS, FaultsConfig, build_refusal, corrupt_artifact
+from loadtest.records import RecordTail, summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 

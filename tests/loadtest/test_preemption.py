@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from loadtest.local_cluster import PORTS_PER_NODE, node_ports
-from loadtest.preemption import ScenarioConfig, in_flight, load_records, percentile, summarize
+from loadtest.preemption import ScenarioConfig
+from loadtest.records import in_flight, load_records, percentile, summarize
 from loadtest.retry import RetryPolicy, post_with_retry
 
 ROOT = Path(__file__).resolve().parents[2]
