@@ -45,7 +45,7 @@ from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, ArtifactError, resolve_
 from loading.machine import machine_info
 from loadtest.locust_run import locust_command, stop_locust
 from loadtest.records import RecordTail, summarize
-from loadtest.serving import ROOT, SHORT_TEXT, ServeSession, app_entry, load_serve_config
+from loadtest.serving import ROOT, SHORT_TEXT, ServeSession, app_entry, load_serve_config, replica_health
 
 __all__ = [
     "CORRUPTIONS",
@@ -236,19 +236,6 @@ def _probabilities(url: str, replica_ids: set[str], tries: int = 400) -> dict[st
     return found
 
 
-def _health(url: str, replica_id: str, tries: int = 400) -> dict[str, Any] | None:
-    """`/healthz` of one replica, asked until the router picks that one."""
-    with httpx.Client() as client:
-        for _ in range(tries):
-            try:
-                body = client.get(f"{url}/{APP}/healthz", timeout=30).json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            if body.get("replica_id") == replica_id:
-                return body
-    return None
-
-
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     return a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-6 for k in a)
 
@@ -278,7 +265,7 @@ def replica_kill(run: _Run) -> dict[str, Any]:
     new_at, new = run.wait(lambda: run.served_by(killed) - set(before), "a new replica answering")
     end = max(back_at, new_at)
     (new_id,) = sorted(new)[:1]
-    startup = (_health(run.url, new_id) or {}).get("startup") or {}
+    startup = (replica_health(run.url, APP, new_id, tries=400, timeout_s=30) or {}).get("startup") or {}
     time.sleep(cfg.after_s)
     records = run.tail.read()
     failed_after_kill = [r["t1"] for r in records if r["t1"] >= killed and r["first_error"] is not None]
@@ -375,7 +362,7 @@ def _scale_and_check(run: _Run, replicas: int, reference: dict[str, float]) -> d
     running = run.wait_serving(replicas, f"{replicas} replicas")
     ready = time.time()
     (new_id,) = set(running) - before
-    health = _health(run.url, new_id) or {}
+    health = replica_health(run.url, APP, new_id, tries=400, timeout_s=30) or {}
     answer = _probabilities(run.url, {new_id}).get(new_id)
     logger.info(
         "store: replica %d (%s) ready after %.1f s, weights %s, store wait %.0f ms",

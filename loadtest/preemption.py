@@ -43,7 +43,7 @@ import httpx
 from loadtest.local_cluster import LocalCluster, LocalNode
 from loadtest.locust_run import locust_command, stop_locust
 from loadtest.records import RecordTail, in_flight, load_records, summarize
-from loadtest.serving import ROOT, app_entry, load_serve_config, post_text
+from loadtest.serving import ROOT, app_entry, load_serve_config, post_text, replica_health
 
 __all__ = ["ScenarioConfig", "main"]
 
@@ -144,19 +144,6 @@ def replicas(client: Any, app_name: str) -> list[dict[str, Any]]:
     if app is None:
         return []
     return [r for d in app["deployments"].values() for r in d["replicas"]]
-
-
-def replica_health(url: str, variant: str, replica_id: str, tries: int = 200) -> dict[str, Any] | None:
-    """`/healthz` of one replica: asked until the router sends the request to that one."""
-    with httpx.Client() as client:
-        for _ in range(tries):
-            try:
-                body = client.get(f"{url}/{variant}/healthz", timeout=10).json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            if body.get("replica_id") == replica_id:
-                return body
-    return None
 
 
 class _Cached:

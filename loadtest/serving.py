@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 __all__ = [
+    "replica_health",
     "ServeSession",
     "app_entry",
     "load_serve_config",
@@ -118,6 +119,21 @@ class ServeSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def replica_health(
+    url: str, variant: str, replica_id: str, *, tries: int = 200, timeout_s: float = 10
+) -> dict[str, Any] | None:
+    """`/healthz` of one replica: asked until the router sends the request to that one."""
+    with httpx.Client() as client:
+        for _ in range(tries):
+            try:
+                body = client.get(f"{url}/{variant}/healthz", timeout=timeout_s).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            if body.get("replica_id") == replica_id:
+                return body
+    return None
 
 
 def post_text(client: httpx.Client, url: str, variant: str, text: str = SHORT_TEXT) -> httpx.Response | None:
