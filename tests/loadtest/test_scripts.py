@@ -104,6 +104,16 @@ def test_padding_bench_times_every_setting(tiny_artifact):
     assert texts_per_s(predictor, texts, 4) > 0 and texts_per_s(predictor, texts, 4, trim=True) > 0
 
 
+def test_model_memory_reads_the_uss_after_each_stretch_and_fits_its_trend(tiny_artifact):
+    from loadtest.model_memory import model_memory
+
+    out = model_memory(tiny_artifact, batches=40, every=10, warmup=10)
+    series = out["series_anonymous_uss_mib"]
+    assert [n for n, _, _ in series] == [0, 10, 20, 30, 40]
+    assert all(10 < anon < 4000 and 10 < uss < 4000 for _, anon, uss in series)  # a real process, MiB
+    assert out["anonymous"]["samples"] == 4 and out["anonymous"]["end_mib"] == series[-1][1]
+
+
 @pytest.mark.slow
 def test_autoscale_quick_adds_a_replica_under_a_step_load():
     out = _run_quick("loadtest.autoscale")
