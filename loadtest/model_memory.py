@@ -84,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
     parser.add_argument("--variant", default="base")
     parser.add_argument("--batches", type=int, default=6000)
-    parser.add_argument("--every", type=int, default=300, help="batches between two USS readings")
+    parser.add_argument("--every", type=int, default=300, help="batches between two memory readings")
     parser.add_argument("--warmup", type=int, default=600, help="batches not in the trend")
     parser.add_argument("--quick", action="store_true", help="600 batches, a reading every 60")
     parser.add_argument("--json", action="store_true", help="(the last line is always the JSON object)")
     args = parser.parse_args(argv)
     if args.quick:
         args.batches, args.every, args.warmup = 600, 60, 120
+    if args.every < 1 or args.warmup < 0 or args.batches < args.warmup + 2 * args.every:
+        parser.error("--every must be >= 1 and --batches >= --warmup + 2 x --every (a trend needs 3 readings)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     env = served_env_vars(args.config)
