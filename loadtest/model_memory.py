@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batches, args.every, args.warmup = 600, 60, 120
     if args.every < 1 or args.warmup < 0 or args.batches < args.warmup + 2 * args.every:
-        parser.error("--every must be >= 1 and --batches >= --warmup + 2 x --every (a trend needs 3 readings)")
+        parser.error("--every must be >= 1, --batches >= --warmup + 2 x --every (3 readings for a trend)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     env = served_env_vars(args.config)
