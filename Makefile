@@ -27,7 +27,7 @@ artifacts: install  ## fine-tune artifacts/base and build the served variants, u
 
 serve: artifacts  ## serve every variant in serve_config.yaml on 127.0.0.1:8000 (foreground)
 	$(PY) -m loading.preflight serve_config.yaml
-	$(VENV)/bin/serve run serve_config.yaml
+	$(PY) -m deployments.ingress serve_config.yaml  # = serve run, HTTP through HAProxy (deployments/ingress.py)
 
 preflight: install  ## check serve_config.yaml's args and artifacts (hashes, tokenizers) before a deploy
 	$(PY) -m loading.preflight serve_config.yaml

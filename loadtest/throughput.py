@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import torch
 
+from deployments.ingress import INGRESSES
 from loading.artifact import load_tokenizer, resolve_model_dir
 from loading.machine import machine_info
 from loadtest.locust_run import locust_command
@@ -169,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         help="texts timed without serving (with 320, runs differed by up to 18 percent)",
     )
     parser.add_argument("--port", type=int, default=8100, help="their own Serve (8000 may be `make serve`)")
+    parser.add_argument(
+        "--ingress",
+        choices=INGRESSES,
+        default=None,
+        help="HTTP ingress (default: $BERTSERVE_INGRESS, else haproxy, as `make serve`)",
+    )
     parser.add_argument("--plot", default=None, help="write requests/s and p95 vs users here (PNG)")
     parser.add_argument("--quick", action="store_true", help="base only, 32 users, short runs: < 1 minute")
     parser.add_argument("--json", action="store_true", help="(the last line is always the JSON object)")
@@ -183,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     texts = random_texts(args.plain_texts, seed=0)
     before = machine_info()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp, ServeSession(config, args.port) as session:
+    with (
+        tempfile.TemporaryDirectory(prefix="throughput-") as tmp,
+        ServeSession(config, args.port, args.ingress) as session,
+    ):
         for variant in variants:
             app = app_entry(config, variant)
             batch = int(app["deployments"][0].get("user_config", {}).get("max_batch_size", 16))
@@ -207,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     out: dict[str, Any] = {"machine": before, "quick": args.quick, "fixed_users": args.fixed_users}
+    out["ingress"] = session.ingress
     out["variants"] = results
     if "base" in results:
         base_dir = resolve_model_dir(ROOT / app_entry(config, "base")["args"]["model_dir"])

@@ -59,9 +59,12 @@ def tiny_artifact(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole test session."""
+    """One local Ray instance for the whole test session, with the ingress `make serve` uses."""
     import ray
 
+    from deployments.ingress import free_port, ingress_env, selected_ingress
+
+    os.environ.update(ingress_env(selected_ingress(), admin_ports=(free_port(), free_port())))
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -1,4 +1,4 @@
-"""End to end: `serve run serve_config.yaml` serves the fine-tuned default model (slow)."""
+"""End to end: `make serve` (`serve run` through HAProxy) serves the fine-tuned default model (slow)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ pytestmark = pytest.mark.slow
 def served():
     if not (ROOT / "artifacts" / "base" / "variant.json").exists():
         pytest.fail("artifacts/base is missing: run `make artifacts` (make test-slow does)")
-    serve_bin = Path(sys.executable).with_name("serve")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    # What `make serve` runs: `serve run` with the HAProxy ingress, on its default admin ports (the
+    # session's own Serve settings are left out).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    env.update({"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"})
     proc = subprocess.Popen(
-        [str(serve_bin), "run", "serve_config.yaml"],
+        [sys.executable, "-m", "deployments.ingress", "serve_config.yaml"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from deployments.ingress import free_port
 from loading.artifact import load_model, load_tokenizer
 from loading.predict import Predictor
 
@@ -19,12 +18,6 @@ TINY_ARGS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="package")
 def base_url(ray_session, tiny_artifact) -> str:
     """Serve on a free loopback port with the tiny classifier as application "tiny" (open access).
@@ -36,7 +29,7 @@ def base_url(ray_session, tiny_artifact) -> str:
     from deployments.classifier import Classifier, ClassifierArgs
     from loading.variant_bench import served_env_vars
 
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # The replica runs with the environment serve_config.yaml gives every app (Serve's event-loop
     # switch, the oneDNN cache setting), so these tests exercise the served configuration.
