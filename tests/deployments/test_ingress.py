@@ -104,3 +104,15 @@ def test_the_suite_is_served_through_haproxy_with_its_stats_on_loopback_only(bas
         for port in (stats_port, int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])):
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://{address}:{port}/", timeout=5)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"GARBAGE\r\n\r\n", b"POST /tiny/classify HTTP/1.1\r\nHost: x\r\ncontent-length: -5\r\n\r\n"],
+)
+def test_malformed_http_is_a_400_from_the_ingress_whichever_it_is(base_url, raw):
+    """HAProxy (or Serve's uvicorn proxy) answers it before any replica sees it, and closes."""
+    with socket.create_connection(("127.0.0.1", int(base_url.split(":")[2].split("/")[0])), timeout=30) as s:
+        s.sendall(raw)
+        reply = s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
