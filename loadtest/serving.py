@@ -74,16 +74,15 @@ class ServeSession:
     `make serve`); `deploy` replaces the running applications."""
 
     def __init__(self, config: dict[str, Any], port: int = 8000, ingress: str | None = None) -> None:
-        from deployments.ingress import free_port, ingress_env, selected_ingress
+        from deployments.ingress import use_ingress
         from loading.machine import set_bench_env
 
         self.config = config
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.ingress = ingress or selected_ingress()
         set_bench_env()  # workers inherit it: no hub, one tokenizer thread
         # Before Serve's modules are imported: they read the ingress switches once, at import.
-        os.environ.update(ingress_env(self.ingress, admin_ports=(free_port(), free_port())))
+        self.ingress = use_ingress(ingress)
         import ray
         from ray.serve._private.api import serve_start
 

@@ -62,9 +62,9 @@ def ray_session():
     """One local Ray instance for the whole test session, with the ingress `make serve` uses."""
     import ray
 
-    from deployments.ingress import free_port, ingress_env, selected_ingress
+    from deployments.ingress import use_ingress
 
-    os.environ.update(ingress_env(selected_ingress(), admin_ports=(free_port(), free_port())))
+    use_ingress()
     ray.init(
         num_cpus=2,
         include_dashboard=False,

@@ -8,12 +8,13 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from deployments.haproxy_loopback import REAL_BINARY_ENV, loopback_binds, rewrite_args
-from deployments.ingress import INGRESS_ENV, WRAPPER, ingress_env, selected_ingress
+from deployments.ingress import INGRESS_ENV, WRAPPER, ingress_env, selected_ingress, use_ingress
 
 TEMPLATE_LINES = """frontend prometheus
     bind :9101
@@ -75,6 +76,21 @@ def test_ingress_env_names_the_wrapper_and_a_real_haproxy():
         ingress_env("nginx")
 
 
+def test_use_ingress_sets_the_environment_with_own_or_default_admin_ports(monkeypatch):
+    for key in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", INGRESS_ENV):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    assert use_ingress(own_admin_ports=False) == "haproxy"
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert "RAY_SERVE_HAPROXY_STATS_PORT" not in os.environ  # Serve's 8404 / 9101, as `make serve`
+    use_ingress("haproxy")
+    stats, metrics = (
+        int(os.environ[k]) for k in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+    )
+    assert stats != metrics and 0 < stats < 65536 and 0 < metrics < 65536
+    assert use_ingress("proxy") == "proxy" and os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+
+
 def test_a_bad_ingress_choice_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(INGRESS_ENV, "nginx")
     with pytest.raises(SystemExit, match="BERTSERVE_INGRESS='nginx'"):
@@ -97,8 +113,7 @@ def test_the_suite_is_served_through_haproxy_with_its_stats_on_loopback_only(bas
     stats_port = int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"])
     r = httpx.get(f"http://127.0.0.1:{stats_port}/stats", timeout=10)
     assert r.status_code == 200 and "HAProxy" in r.text
-    backends = r.text
-    assert "tiny" in backends, "HAProxy routes /tiny to the tiny app's replicas"
+    assert "tiny" in r.text, "HAProxy routes /tiny to the tiny app's replicas"
     address = _non_loopback_address()
     if address is not None:
         for port in (stats_port, int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])):
@@ -112,7 +127,7 @@ def test_the_suite_is_served_through_haproxy_with_its_stats_on_loopback_only(bas
 )
 def test_malformed_http_is_a_400_from_the_ingress_whichever_it_is(base_url, raw):
     """HAProxy (or Serve's uvicorn proxy) answers it before any replica sees it, and closes."""
-    with socket.create_connection(("127.0.0.1", int(base_url.split(":")[2].split("/")[0])), timeout=30) as s:
+    with socket.create_connection(("127.0.0.1", urlsplit(base_url).port), timeout=30) as s:
         s.sendall(raw)
         reply = s.recv(65536)
     assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
