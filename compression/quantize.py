@@ -10,6 +10,10 @@ Two forms of the same int8 weights:
   and multiplies with `torch._int_mm`, straight from the shared int8 weight: on BERT-base at batch
   32 x 128, one thread, 1.75x faster than fp32 (FBGEMM's private packed copy: ~1.6x), with no copy per
   process (docs/COMPRESSION.md). `torch._weight_int8pack_mm` measured 40x slower than fp32 here.
+  That speed needs an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX): on a CPU with
+  only AVX2, torch 2.13's `_int_mm` takes a slow path, 28-33x fp32's time
+  (docs/COMPRESSION.md), so there `int8_linear` dequantizes the weight per call and multiplies in
+  fp32 instead (`int8_matmul_is_fast` probes which; FBGEMM's kernel stays fast on AVX2).
 
 `to_int8_linear` / `to_dynamic_quant` convert between the two without changing a single int8 value or
 scale, so a replica can pick the kernel it wants after a zero-copy load.
@@ -23,8 +27,11 @@ and dequantizes just those, so it is as fast as the float lookup.
 from __future__ import annotations
 
 import copy
+import functools
+import os
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -43,6 +50,7 @@ __all__ = [
     "Int8Linear",
     "empty_int8_embeddings_",
     "int8_linear",
+    "int8_matmul_is_fast",
     "to_dynamic_quant",
     "to_dynamic_quant_",
     "to_int8_linear",
@@ -97,22 +105,69 @@ def _quantize_dynamic(model: nn.Module, cfg: Int8DynamicQuantConfig) -> nn.Modul
     return model
 
 
+INT8_MATMUL_ENV = "BERTSERVE_INT8_MATMUL"  # "int_mm" or "dequant" skips the probe (tests, odd CPUs)
+
+
+@functools.cache
+def int8_matmul_is_fast() -> bool:
+    """Whether `torch._int_mm` beats fp32 here, so `int8_linear` should multiply int8 x int8.
+
+    Probed once per process (~10-40 ms): best of 5 of a 64x384 by 384x384 product each way. With
+    an int8 dot-product instruction `_int_mm` takes 0.5-0.6x fp32's time at BERT shapes; without
+    one (AVX2 only) ~30x, so the 1.5x threshold is far from both. `$BERTSERVE_INT8_MATMUL`
+    (`int_mm` / `dequant`) decides instead.
+    """
+    forced = os.environ.get(INT8_MATMUL_ENV, "").strip().lower()
+    if forced in ("int_mm", "dequant"):
+        return forced == "int_mm"
+    if forced:
+        raise ValueError(f"{INT8_MATMUL_ENV} must be 'int_mm' or 'dequant', got {forced!r}")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 384, generator=gen)
+    weight = torch.randn(384, 384, generator=gen)
+    weight_int8 = torch.randint(-_QMAX, _QMAX + 1, (384, 384), dtype=torch.int8, generator=gen)
+    scale = torch.rand(384, generator=gen)
+    fp32 = _best_seconds(lambda: F.linear(x, weight))
+    int8 = _best_seconds(lambda: _int8_int_mm(x, weight_int8, scale))
+    return int8 <= 1.5 * fp32
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
+    fn()  # the first call picks and caches kernels
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def int8_linear(
     x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """`x @ (weight_int8 * scale[:, None]).T + bias` as an int8 x int8 -> int32 matmul.
+    """`x @ (weight_int8 * scale[:, None]).T + bias`, reading `weight_int8` in place.
 
-    Each input row (token) is quantized symmetrically with its own scale, as dynamic quantization
-    does per batch but finer; `weight_int8` is read in place (a transposed view), so it can stay in
-    shared, read-only memory. Shapes: x (..., in), weight_int8 (out, in), scale (out,) -> (..., out).
+    Where `int8_matmul_is_fast`: an int8 x int8 -> int32 matmul, each input row (token) quantized
+    symmetrically with its own scale, as dynamic quantization does per batch but finer. Elsewhere:
+    the weight dequantized into a transient fp32 copy and an fp32 matmul (the same maths without
+    quantizing the activations). Either way `weight_int8` can stay in shared, read-only memory.
+    Shapes: x (..., in), weight_int8 (out, in), scale (out,) -> (..., out).
     """
+    if not int8_matmul_is_fast():
+        return F.linear(x, weight_int8.to(torch.float32).mul_(scale[:, None]), bias)
+    out = _int8_int_mm(x, weight_int8, scale)
+    if bias is not None:
+        out.add_(bias)
+    return out
+
+
+def _int8_int_mm(x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`int8_linear` without the bias, always through `torch._int_mm` (what the probe times)."""
     rows = x.reshape(-1, x.shape[-1])  # (N, in)
     amax = rows.abs().amax(dim=1, keepdim=True)  # (N, 1)
     row_scale = torch.where(amax > 0, amax / _QMAX, torch.ones_like(amax))
     q = torch.round(rows / row_scale).to(torch.int8)  # |rows / row_scale| <= 127 by construction
     out = torch._int_mm(q, weight_int8.t()).to(torch.float32).mul_(row_scale).mul_(scale)  # (N, out)
-    if bias is not None:
-        out.add_(bias)
     return out.reshape(*x.shape[:-1], weight_int8.shape[0])
 
 

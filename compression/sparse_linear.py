@@ -26,7 +26,7 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn.functional as F
 from torch import nn
 
-from compression.quantize import Int8Linear, empty_int8_embeddings_, int8_linear
+from compression.quantize import Int8Linear, empty_int8_embeddings_, int8_linear, int8_matmul_is_fast
 from compression.registry import _swap_modules_
 from compression.sparse import (
     _PART_NAMES,
@@ -132,7 +132,7 @@ class SparseLinear(nn.Module):
         return Int8Linear._from_parts(decode(self.parts()), self.scale, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in_features) -> (..., out_features)
-        if self.scale is None:
+        if self.scale is None or not int8_matmul_is_fast():  # no fast int8 matmul: scatter floats once
             return F.linear(x, self.dense_weight(), self.bias)
         # int8: decode the int8 weight (a quarter of the float bytes to write) and run Int8Linear's matmul.
         return int8_linear(x, decode(self.parts()), self.scale, self.bias)

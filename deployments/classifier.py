@@ -60,7 +60,7 @@ class ClassifierArgs(BaseModel):
     max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
     max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
     body_timeout_s: float = Field(10.0, gt=0)  # a body still arriving after this frees its slot (408)
-    int8_kernel: Int8Kernel = Int8Kernel.SHARED  # shared int8 weights; fbgemm: ~1.4x faster, private copy
+    int8_kernel: Int8Kernel = Int8Kernel.AUTO  # shared int8 weights, or fbgemm where the CPU lacks VNNI/AMX
     sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
     # "store": map the weights zero-copy from the model store (the product). "disk": read them from
     # model_dir into the replica's own memory, the baseline `loadtest.coldstart` compares against.

@@ -70,7 +70,7 @@ class JobConfig:
     batch_size: int = 32  # texts per forward pass
     shard_rows: int = 64  # rows per shard file: the unit of resuming and of load balancing
     max_tokens: int | None = None  # None: the model maximum; longer texts are truncated, as in serving
-    int8_kernel: Int8Kernel = Int8Kernel.SHARED  # as served (serve_config.yaml)
+    int8_kernel: Int8Kernel = Int8Kernel.AUTO  # as served (serve_config.yaml)
     sparse_kernel: SparseKernel = SparseKernel.SHARED  # as served
     max_worker_losses: int = 3  # lost workers replaced per run; one more and the job stops (re-run resumes)
     bootstrap_resamples: int = 2000  # for the accuracy 95% interval
@@ -469,7 +469,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-rows", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=None)
-    parser.add_argument("--int8-kernel", choices=[k.value for k in Int8Kernel], default="shared")
+    parser.add_argument("--int8-kernel", choices=[k.value for k in Int8Kernel], default="auto")
     parser.add_argument("--sparse-kernel", choices=[k.value for k in SparseKernel], default="shared")
     parser.add_argument("--max-worker-losses", type=int, default=3)
     parser.add_argument("--out", default="reports/evaluation")

@@ -24,7 +24,7 @@ import ray
 import torch
 from torch import nn
 
-from compression import Int8Linear, SparseLinear, densify_, to_dynamic_quant_
+from compression import Int8Linear, SparseLinear, densify_, int8_matmul_is_fast, to_dynamic_quant_
 from loading.artifact import VariantInfo, load_model, load_tokenizer, read_variant_info, verify_artifact
 from loading.encoder import TextEncoder
 from loading.zerocopy import (
@@ -162,6 +162,15 @@ class Int8Kernel(StrEnum):
 
     SHARED = "shared"  # int8 x int8 matmuls (torch._int_mm) straight from the shared weights
     FBGEMM = "fbgemm"  # prepack a private copy per replica: faster int8 matmuls, more memory
+    # shared where this CPU has a fast int8 matmul (`int8_matmul_is_fast`), else fbgemm: without one
+    # shared falls back to fp32 matmuls (no faster than base) while fbgemm stays ~1.9x fp32 on AVX2.
+    AUTO = "auto"
+
+    def resolve(self) -> Int8Kernel:
+        """SHARED or FBGEMM: AUTO decided for this CPU."""
+        if self is not Int8Kernel.AUTO:
+            return self
+        return Int8Kernel.SHARED if int8_matmul_is_fast() else Int8Kernel.FBGEMM
 
 
 class SparseKernel(StrEnum):
@@ -264,7 +273,8 @@ def _apply_kernels_(model: nn.Module, int8_kernel: Int8Kernel, sparse_kernel: Sp
     if sparse_kernel is SparseKernel.DENSE and any(isinstance(m, SparseLinear) for m in model.modules()):
         densify_(model)  # before fbgemm, so that it packs the decoded int8 layers as well
         suffix += "+densified"
-    if int8_kernel is Int8Kernel.FBGEMM and any(isinstance(m, Int8Linear) for m in model.modules()):
+    fbgemm = int8_kernel.resolve() is Int8Kernel.FBGEMM
+    if fbgemm and any(isinstance(m, Int8Linear) for m in model.modules()):
         to_dynamic_quant_(model)
         suffix += "+fbgemm-prepack"
     model.eval()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import itertools
 import json
 import logging
@@ -107,7 +106,8 @@ def kernel_options(variant: str) -> list[dict[str, str]]:
     chain = parse_variant(variant)
     quantized = any(isinstance(c, Int8DynamicQuantConfig) for c in chain)
     pruned = any(not isinstance(c, Int8DynamicQuantConfig) for c in chain)
-    int8 = [{"int8_kernel": k.value} for k in Int8Kernel] if quantized else [{}]
+    concrete = [k for k in Int8Kernel if k is not Int8Kernel.AUTO]  # auto is one of these on each CPU
+    int8 = [{"int8_kernel": k.value} for k in concrete] if quantized else [{}]
     sparse = [{"sparse_kernel": k.value} for k in SparseKernel] if pruned else []
     return [{**a, **b} for a, b in itertools.product(int8, sparse or [{}])]
 
@@ -291,24 +291,26 @@ def served_env_vars(config_path: str | Path = _SERVE_CONFIG) -> dict[str, str]:
 def served_kernels(config_path: str | Path = _SERVE_CONFIG) -> dict[str, dict[str, str]]:
     """The kernel options each app of a Serve config runs with: {variant: {"int8_kernel": ...}}.
 
-    Options an app leaves out get `attach`'s defaults, as the deployment passes them through.
+    Options an app leaves out get the deployment's defaults; `auto` is resolved for this CPU.
     """
-    defaults = _attach_kernel_defaults()
+    from loading.store import Int8Kernel
+
+    defaults = _deployment_kernel_defaults()
     apps = _served_apps(config_path)
     served = {}
     for app in apps:
         args = app.get("args") or {}
-        served[str(args.get("variant", app.get("name")))] = {
-            k: str(args.get(k, v)) for k, v in defaults.items()
-        }
+        kernels = {k: str(args.get(k, v)) for k, v in defaults.items()}
+        kernels["int8_kernel"] = Int8Kernel(kernels["int8_kernel"]).resolve().value
+        served[str(args.get("variant", app.get("name")))] = kernels
     return served
 
 
-def _attach_kernel_defaults() -> dict[str, str]:
-    import loading.store
+def _deployment_kernel_defaults() -> dict[str, str]:
+    from deployments.classifier import ClassifierArgs
 
-    params = inspect.signature(loading.store.attach).parameters
-    return {k: str(params[k].default.value) for k in ("int8_kernel", "sparse_kernel")}
+    fields = ClassifierArgs.model_fields
+    return {k: str(fields[k].default.value) for k in ("int8_kernel", "sparse_kernel")}
 
 
 def _is_served(variant: str, kernels: dict[str, str], served: dict[str, dict[str, str]]) -> bool:

@@ -40,6 +40,17 @@ def tiny_classifier(num_labels: int = 2, seed: int = 0) -> torch.nn.Module:
     return BertForSequenceClassification(config).eval()
 
 
+@pytest.fixture(params=["int_mm", "dequant"])
+def int8_matmul(request, monkeypatch) -> str:
+    """Run the test with each of `int8_linear`'s two paths, whatever this CPU's probe would pick."""
+    from compression.quantize import INT8_MATMUL_ENV, int8_matmul_is_fast
+
+    monkeypatch.setenv(INT8_MATMUL_ENV, request.param)
+    int8_matmul_is_fast.cache_clear()
+    yield request.param
+    int8_matmul_is_fast.cache_clear()  # after monkeypatch restores the env: the next call probes again
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from transformers import AutoTokenizer

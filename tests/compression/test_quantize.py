@@ -94,7 +94,7 @@ def test_to_dynamic_quant_leaves_input_alone(model):
     assert len(_modules(int8, Int8Linear)) > 0
 
 
-def test_int8_linear_forward_and_zero_rows():
+def test_int8_linear_forward_and_zero_rows(int8_matmul):
     torch.manual_seed(0)
     linear = nn.Linear(8, 4, bias=False)
     with torch.no_grad():
@@ -107,12 +107,12 @@ def test_int8_linear_forward_and_zero_rows():
     # The integer reference: each input row quantized with its own scale, exact int64 products.
     row_scale = (x.abs().amax(dim=1, keepdim=True) / 127).clamp_min(1e-12)
     q = torch.round(x / row_scale)
-    expected = (q.long() @ layer.weight_int8.long().t()).float() * row_scale * layer.scale
-    out = layer(x)
-    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-6)
-    assert not out[:, 1].any() and not out[2].any()
+    integer = (q.long() @ layer.weight_int8.long().t()).float() * row_scale * layer.scale
     dequantized = F.linear(x, layer.weight_int8.float() * layer.scale[:, None])
-    torch.testing.assert_close(out, dequantized, atol=0.02, rtol=0)  # activation rounding only
+    out = layer(x)
+    torch.testing.assert_close(out, integer if int8_matmul == "int_mm" else dequantized, atol=1e-6, rtol=1e-6)
+    assert not out[:, 1].any() and not out[2].any()
+    torch.testing.assert_close(integer, dequantized, atol=0.02, rtol=0)  # activation rounding only
     assert torch.equal(layer.to_dynamic().weight().int_repr(), layer.weight_int8)
 
 
@@ -141,3 +141,47 @@ def test_int8_embedding_matches_torch_ao_and_is_plain_buffers():
     assert torch.equal(shared(ids), expected[ids])
     assert torch.equal(shared(ids)[0, 0], torch.zeros(8))
     assert (expected - table.weight).abs().max() <= shared.scale.max() / 2 + 1e-6
+
+
+def test_int8_matmul_probe_times_both_ways_and_obeys_the_override(monkeypatch):
+    """`_int_mm` is used only where it is at most 1.5x fp32's time; the env var overrides the probe."""
+    import compression.quantize as quantize
+
+    timed: list[str] = []
+    seconds = {"fp32": 1.0}
+
+    def fake_best(fn, repeats=5):  # the probe times fp32 first, then the int8 path
+        timed.append("fp32" if not timed else "int8")
+        return seconds[timed[-1]]
+
+    monkeypatch.setattr(quantize, "_best_seconds", fake_best)
+    monkeypatch.delenv(quantize.INT8_MATMUL_ENV, raising=False)
+    for ratio, fast in [(0.6, True), (1.5, True), (1.6, False), (25.0, False)]:
+        seconds["int8"] = ratio
+        timed.clear()
+        quantize.int8_matmul_is_fast.cache_clear()
+        assert quantize.int8_matmul_is_fast() is fast and timed == ["fp32", "int8"]
+    monkeypatch.setenv(quantize.INT8_MATMUL_ENV, " INT_MM ")
+    quantize.int8_matmul_is_fast.cache_clear()
+    assert quantize.int8_matmul_is_fast() is True
+    monkeypatch.setenv(quantize.INT8_MATMUL_ENV, "fast")
+    quantize.int8_matmul_is_fast.cache_clear()
+    with pytest.raises(ValueError, match="BERTSERVE_INT8_MATMUL must be 'int_mm' or 'dequant', got 'fast'"):
+        quantize.int8_matmul_is_fast()
+    quantize.int8_matmul_is_fast.cache_clear()
+
+
+def test_int8_bench_times_every_kernel_against_fp32(monkeypatch, capsys):
+    import json
+
+    import compression.int8_bench as bench
+
+    monkeypatch.setattr(bench, "SHAPES", {"tiny": (16, 32, 64)})
+    assert bench.main(["--repeats", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = result["shapes"]["tiny"]
+    assert set(row["ms"]) == {"fp32", "int_mm", "dequant", "fbgemm", "int8pack"}
+    assert row["vs_fp32"]["fp32"] == 1.0 and all(ms > 0 for ms in row["ms"].values())
+    assert isinstance(result["int8_matmul_is_fast"], bool) and result["machine"]["cpu_capability"]
+    with pytest.raises(SystemExit):
+        bench.main(["--repeats", "0"])

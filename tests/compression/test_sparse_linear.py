@@ -42,7 +42,7 @@ def _sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_sparse_model_equals_dense_pruned_model(model, batch, kind, layout):
+def test_sparse_model_equals_dense_pruned_model(model, batch, kind, layout, int8_matmul):
     dense = _pruned(model, kind)
     before = snapshot(dense)
     sparse = to_sparse_linear(dense, layout)

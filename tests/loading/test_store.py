@@ -223,3 +223,21 @@ def test_disk_baseline_with_fbgemm_kernel_counts_packed_weights(tiny_artifact, t
             atol=0.05,
             rtol=0.0,
         )
+
+
+def test_auto_int8_kernel_is_shared_only_where_the_int8_matmul_is_fast(tiny_artifact, tmp_path, int8_matmul):
+    """`auto` keeps the shared int8 weights on a CPU with a fast `_int_mm` and packs FBGEMM's private
+    copy on one without (AVX2 only: shared would run fp32 matmuls there, no faster than base)."""
+    from loading.build import build_variants
+    from loading.store import Int8Kernel, load_from_disk
+
+    build_variants(tiny_artifact, ["quant"], tmp_path)
+    expected = Int8Kernel.SHARED if int8_matmul == "int_mm" else Int8Kernel.FBGEMM
+    assert Int8Kernel.AUTO.resolve() is expected and Int8Kernel.FBGEMM.resolve() is Int8Kernel.FBGEMM
+    auto = load_from_disk(tmp_path / "quant", int8_kernel="auto")
+    assert auto.loaded_from.endswith("+fbgemm-prepack") is (expected is Int8Kernel.FBGEMM)
+    same = load_from_disk(tmp_path / "quant", int8_kernel=expected)
+    with torch.inference_mode():
+        assert torch.equal(
+            auto.model(**auto.tokenizer(TEXTS)).logits, same.model(**same.tokenizer(TEXTS)).logits
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from loading.store import Int8Kernel
 from loading.variant_bench import (
     VariantBenchConfig,
     kernel_options,
@@ -90,9 +91,13 @@ def test_served_kernels_and_env_come_from_the_serve_config(tmp_path):
         "    args: {variant: quant, int8_kernel: fbgemm}\n"
         "  - name: b\n    runtime_env: {env_vars: {X: '1'}}\n    args: {variant: pruned-75}\n"
     )
+    auto = Int8Kernel.AUTO.resolve().value  # the deployment's default, decided for this CPU
     assert served_kernels(config) == {
-        "quant": {"int8_kernel": "fbgemm", "sparse_kernel": "shared"},  # attach's default fills the gap
-        "pruned-75": {"int8_kernel": "shared", "sparse_kernel": "shared"},
+        "quant": {
+            "int8_kernel": "fbgemm",
+            "sparse_kernel": "shared",
+        },  # the deployment's default fills the gap
+        "pruned-75": {"int8_kernel": auto, "sparse_kernel": "shared"},
     }
     assert served_env_vars(config) == {"X": "1"}
     config.write_text(
