@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-rows", type=int, default=64)
     parser.add_argument("--sparse-kernel", choices=["shared", "dense"], default="shared")
-    parser.add_argument("--int8-kernel", choices=["shared", "fbgemm"], default="shared")
+    parser.add_argument("--int8-kernel", choices=["auto", "shared", "fbgemm"], default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
