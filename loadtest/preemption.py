@@ -526,7 +526,12 @@ def main(argv: list[str] | None = None) -> int:
         drain_deadline_s=args.drain_deadline_s,
         retry_attempts=args.retry_attempts,
     )
+    from deployments.ingress import use_ingress
     from loading.machine import machine_info, set_bench_env
+
+    # Serve's Python proxy on the head, as the cluster configs run it (cluster/README.md), whatever
+    # this process inherited (the test suite sets up HAProxy for its own Serve).
+    use_ingress("proxy", own_admin_ports=False)
 
     set_bench_env()  # no hub, one tokenizer thread, no Ray auth: the nodes and Locust inherit it
     signal.signal(signal.SIGTERM, _interrupt)

@@ -217,14 +217,22 @@ def _replicas(session: ServeSession, app: str) -> dict[str, int]:
 
 
 def _proxy_pid() -> int | None:
-    """This session's HTTP proxy (a child of the Ray started by this process)."""
+    """This session's HTTP ingress actor (a child of the Ray started by this process).
+
+    Under HAProxy that is Serve's HAProxyManager (the haproxy binary gets a new pid on every
+    config reload); Serve's Python proxy then only idles as a fallback, so it is watched only
+    when it is the ingress.
+    """
+    found: dict[str, int] = {}
     for proc in psutil.Process().children(recursive=True):
         try:
-            if " ".join(proc.cmdline()).startswith("ray::ProxyActor"):
-                return proc.pid
+            cmd = " ".join(proc.cmdline())
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return None
+        for name in ("ray::HAProxyManager", "ray::ProxyActor"):  # titles may go on: ".method"
+            if cmd.startswith(name):
+                found.setdefault(name, proc.pid)
+    return found.get("ray::HAProxyManager", found.get("ray::ProxyActor"))
 
 
 def _soak_locust(url: str, variant: str, users: int, seconds: float, prefix: Path) -> subprocess.Popen:
