@@ -29,9 +29,10 @@ from compression.quantize import (
     Int8Linear,
     _int8_int_mm,
     _quiet_quantization_warnings,
+    dequantize,
     int8_matmul_is_fast,
 )
-from compression.sparse_bench import _best_ms
+from compression.timing import best_ms
 
 __all__ = ["main", "measure"]
 
@@ -56,7 +57,7 @@ def _kernels(tokens: int, out_features: int, in_features: int) -> dict[str, Call
     return {
         "fp32": lambda: F.linear(x, linear.weight, linear.bias),
         "int_mm": lambda: _int8_int_mm(x, w8, scale),
-        "dequant": lambda: F.linear(x, w8.to(torch.float32).mul_(scale[:, None]), linear.bias),
+        "dequant": lambda: F.linear(x, dequantize(w8, scale), linear.bias),
         "fbgemm": lambda: fbgemm(x),
         "int8pack": lambda: torch._weight_int8pack_mm(x, w8, scale),
     }
@@ -67,7 +68,7 @@ def measure(repeats: int) -> dict[str, Any]:
     rows = {}
     with torch.inference_mode():
         for name, shape in SHAPES.items():
-            ms = {kernel: _best_ms(fn, repeats) for kernel, fn in _kernels(*shape).items()}
+            ms = {kernel: best_ms(fn, repeats) for kernel, fn in _kernels(*shape).items()}
             rows[name] = {"ms": ms, "vs_fp32": {k: v / ms["fp32"] for k, v in ms.items()}}
     return {"shapes": rows, "int8_matmul_is_fast": int8_matmul_is_fast()}
 

@@ -29,9 +29,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
@@ -43,11 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.registry import _swap_modules_, register
+from compression.timing import best_ms
 
 __all__ = [
     "Int8DynamicQuantConfig",
     "Int8Embedding",
     "Int8Linear",
+    "dequantize",
     "empty_int8_embeddings_",
     "int8_linear",
     "int8_matmul_is_fast",
@@ -127,19 +128,9 @@ def int8_matmul_is_fast() -> bool:
     weight = torch.randn(384, 384, generator=gen)
     weight_int8 = torch.randint(-_QMAX, _QMAX + 1, (384, 384), dtype=torch.int8, generator=gen)
     scale = torch.rand(384, generator=gen)
-    fp32 = _best_seconds(lambda: F.linear(x, weight))
-    int8 = _best_seconds(lambda: _int8_int_mm(x, weight_int8, scale))
+    fp32 = best_ms(lambda: F.linear(x, weight), repeats=5)
+    int8 = best_ms(lambda: _int8_int_mm(x, weight_int8, scale), repeats=5)
     return int8 <= 1.5 * fp32
-
-
-def _best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
-    fn()  # the first call picks and caches kernels
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def int8_linear(
@@ -154,11 +145,16 @@ def int8_linear(
     Shapes: x (..., in), weight_int8 (out, in), scale (out,) -> (..., out).
     """
     if not int8_matmul_is_fast():
-        return F.linear(x, weight_int8.to(torch.float32).mul_(scale[:, None]), bias)
+        return F.linear(x, dequantize(weight_int8, scale), bias)
     out = _int8_int_mm(x, weight_int8, scale)
     if bias is not None:
         out.add_(bias)
     return out
+
+
+def dequantize(weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 (out, in) weight `weight_int8 * scale[:, None]`: a new tensor, the int8 one untouched."""
+    return weight_int8.to(torch.float32).mul_(scale[:, None])
 
 
 def _int8_int_mm(x: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -259,7 +255,7 @@ class Int8Linear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 weight the forward uses, (out, in)."""
-        return self.weight_int8.to(self.scale.dtype) * self.scale[:, None]
+        return dequantize(self.weight_int8, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return int8_linear(x, self.weight_int8, self.scale, self.bias)

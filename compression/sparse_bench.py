@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,23 +23,13 @@ import torch.nn.functional as F
 
 from compression.sparse import encode
 from compression.sparse_linear import SparseLinear
+from compression.timing import best_ms
 
 __all__ = ["csr_kernel", "main", "measure"]
 
 logger = logging.getLogger(__name__)
 
 _TOKENS = {"32x128": 32 * 128, "1x128": 128, "1x32": 32}  # batch x sequence length, as F.linear sees them
-
-
-def _best_ms(fn: Callable[[], Any], repeats: int) -> float:
-    """Fastest of `repeats` timed calls after a warm-up: on a shared machine, the least disturbed one."""
-    fn()  # warm-up: allocator, lazy init
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
 
 
 def _pruned(shape: tuple[int, int], sparsity: float, seed: int = 0) -> torch.Tensor:
@@ -95,11 +83,11 @@ def measure(shape: tuple[int, int], sparsity: float, sweep: list[float], repeats
     result: dict[str, Any] = {
         "shape": list(shape),
         "sparsity": sparsity,
-        "decode_ms": {name: _best_ms(layer.dense_weight, repeats) for name, layer in layers.items()},
-        "linear_ms": {name: _best_ms(lambda x=x: F.linear(x, weight), repeats) for name, x in inputs.items()},
+        "decode_ms": {name: best_ms(layer.dense_weight, repeats) for name, layer in layers.items()},
+        "linear_ms": {name: best_ms(lambda x=x: F.linear(x, weight), repeats) for name, x in inputs.items()},
     }
     _, result["csr_shares"] = csr_kernel(layers["csr-fp32"])
-    result["csr_build_ms"] = _best_ms(lambda: csr_kernel(layers["csr-fp32"]), repeats)
+    result["csr_build_ms"] = best_ms(lambda: csr_kernel(layers["csr-fp32"]), repeats)
     rows_out = [
         _sweep_row(SparseLinear(encode(_pruned(shape, level, seed=1), "csr")), inputs, repeats)
         for level in sweep
@@ -114,9 +102,9 @@ def _sweep_row(layer: SparseLinear, inputs: dict[str, torch.Tensor], repeats: in
     dense = layer.dense_weight()
     row: dict[str, Any] = {"sparsity": 1.0 - layer.nnz / dense.numel()}
     for name, x in inputs.items():
-        row[f"dense_{name}_ms"] = _best_ms(lambda x=x: F.linear(x, dense), repeats)
-        row[f"csr_{name}_ms"] = _best_ms(lambda x=x: torch.mm(csr, x.T).T, repeats)
-        row[f"csr_built_{name}_ms"] = _best_ms(lambda x=x: torch.mm(csr_kernel(layer)[0], x.T).T, repeats)
+        row[f"dense_{name}_ms"] = best_ms(lambda x=x: F.linear(x, dense), repeats)
+        row[f"csr_{name}_ms"] = best_ms(lambda x=x: torch.mm(csr, x.T).T, repeats)
+        row[f"csr_built_{name}_ms"] = best_ms(lambda x=x: torch.mm(csr_kernel(layer)[0], x.T).T, repeats)
     return row
 
 

@@ -273,8 +273,8 @@ def _apply_kernels_(model: nn.Module, int8_kernel: Int8Kernel, sparse_kernel: Sp
     if sparse_kernel is SparseKernel.DENSE and any(isinstance(m, SparseLinear) for m in model.modules()):
         densify_(model)  # before fbgemm, so that it packs the decoded int8 layers as well
         suffix += "+densified"
-    fbgemm = int8_kernel.resolve() is Int8Kernel.FBGEMM
-    if fbgemm and any(isinstance(m, Int8Linear) for m in model.modules()):
+    int8 = any(isinstance(m, Int8Linear) for m in model.modules())
+    if int8 and int8_kernel.resolve() is Int8Kernel.FBGEMM:  # resolve last: AUTO's probe costs ~40 ms
         to_dynamic_quant_(model)
         suffix += "+fbgemm-prepack"
     model.eval()

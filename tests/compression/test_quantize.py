@@ -150,11 +150,11 @@ def test_int8_matmul_probe_times_both_ways_and_obeys_the_override(monkeypatch):
     timed: list[str] = []
     seconds = {"fp32": 1.0}
 
-    def fake_best(fn, repeats=5):  # the probe times fp32 first, then the int8 path
+    def fake_best(fn, repeats):  # the probe times fp32 first, then the int8 path
         timed.append("fp32" if not timed else "int8")
         return seconds[timed[-1]]
 
-    monkeypatch.setattr(quantize, "_best_seconds", fake_best)
+    monkeypatch.setattr(quantize, "best_ms", fake_best)
     monkeypatch.delenv(quantize.INT8_MATMUL_ENV, raising=False)
     for ratio, fast in [(0.6, True), (1.5, True), (1.6, False), (25.0, False)]:
         seconds["int8"] = ratio

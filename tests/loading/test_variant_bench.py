@@ -93,10 +93,7 @@ def test_served_kernels_and_env_come_from_the_serve_config(tmp_path):
     )
     auto = Int8Kernel.AUTO.resolve().value  # the deployment's default, decided for this CPU
     assert served_kernels(config) == {
-        "quant": {
-            "int8_kernel": "fbgemm",
-            "sparse_kernel": "shared",
-        },  # the deployment's default fills the gap
+        "quant": {"int8_kernel": "fbgemm", "sparse_kernel": "shared"},  # a default fills the gap
         "pruned-75": {"int8_kernel": auto, "sparse_kernel": "shared"},
     }
     assert served_env_vars(config) == {"X": "1"}
