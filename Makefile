@@ -50,9 +50,12 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
-.PHONY: evaluate sweep coldstart throughput autoscale preemption cost faults soak
+.PHONY: evaluate sweep coldstart spike throughput autoscale preemption cost faults soak
 coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
 	$(PY) -m loadtest.coldstart --json
+
+spike: artifacts  ## a spike on one variant: the warm pool vs its own app; switching variants (docs/SCALING.md)
+	$(PY) -m loadtest.spike --json
 
 throughput: artifacts  ## served req/s and p50/95/99 of each variant vs the same model unserved and an HF pipeline
 	$(PY) -m loadtest.throughput --json --plot reports/throughput_vs_users.png
@@ -80,3 +83,7 @@ sweep: artifacts  ## the study's pruning sweep: 20 amounts 10-99%, then 60-95% o
 
 clean:
 	rm -rf $(VENV) artifacts reports .pytest_cache
+
+.PHONY: floor
+floor: artifacts  ## a new replica of ours vs a torch-only floor and the docs' pipeline replica: start s, USS (docs/SCALING.md)
+	$(PY) -m loadtest.replica_floor --json

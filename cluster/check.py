@@ -73,7 +73,7 @@ ON_DEMAND_SELECTORS = {
 # Private memory of one replica at its peak: a Ray worker that imported torch, transformers and the app,
 # running a full batch (16 x 512 tokens) on zero-copy weights, which live in the object store and are
 # counted there. cluster/README.md ("Sizing") has the measurement; rounded up.
-REPLICA_MEMORY_BYTES = 600 * 2**20
+REPLICA_MEMORY_BYTES = 400 * 2**20
 # Raylet, dashboard agent, Serve proxy, and the shared libraries (torch, ~0.3 GiB) every replica maps
 # once per pod; the head adds GCS, dashboard, Serve controller and model store.
 WORKER_BASE_MEMORY_BYTES = 1024 * 2**20

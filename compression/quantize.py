@@ -50,6 +50,7 @@ __all__ = [
     "Int8Linear",
     "dequantize",
     "empty_int8_embeddings_",
+    "empty_int8_linears_",
     "int8_linear",
     "int8_matmul_is_fast",
     "to_dynamic_quant",
@@ -318,6 +319,20 @@ def empty_int8_embeddings_(model: nn.Module, fqns: set[str]) -> None:
         model,
         lambda m, fqn: fqn in fqns and isinstance(m, nn.Embedding),
         lambda m, _: Int8Embedding(m.num_embeddings, m.embedding_dim),
+    )
+
+
+def empty_int8_linears_(model: nn.Module) -> None:
+    """In place: swap every float nn.Linear for a zero `Int8Linear` of its shape.
+
+    For rebuilding a saved int8 model from its float architecture before loading its state dict,
+    without quantizing weights that the load replaces anyway (under `torch.device("meta")` the new
+    layers take no memory either).
+    """
+    _swap_modules_(
+        model,
+        lambda m, _: type(m) is nn.Linear,
+        lambda m, _: Int8Linear(m.in_features, m.out_features, bias=m.bias is not None),
     )
 
 

@@ -9,91 +9,44 @@ import asyncio
 import logging
 import os
 import time
-import unicodedata
 from typing import Any, Literal
 
 import ray
 from fastapi import Depends, FastAPI
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
 from deployments.auth import ApiKeys
-from deployments.errors import InputError, install_error_handlers, require_json
+from deployments.errors import install_error_handlers, require_json
+from deployments.protocol import (
+    VARIANT_PATTERN,
+    ClassifyRequest,
+    ClassifyResponse,
+    ServingLimits,
+    check_texts,
+)
 from loading.artifact import resolve_model_dir
 from loading.machine import process_start_time
 from loading.memory import trim_heap
 from loading.predict import Prediction, Predictor
-from loading.store import (
-    Int8Kernel,
-    SparseKernel,
-    attach,
-    import_model_code,
-    load_from_disk,
-    set_threads,
-)
+from loading.store import attach, import_model_code, load_from_disk, set_threads
 
-__all__ = ["ClassifierArgs", "ClassifyRequest", "Classifier", "app_builder"]
+__all__ = ["ClassifierArgs", "Classifier", "app_builder"]
 
 logger = logging.getLogger(__name__)
 
 TRIM_AFTER_IDLE_S = 0.5  # return freed heap to the OS after this long without a batch
 
 
-def _visible(ch: str) -> bool:
-    """Neither whitespace nor a control or format code (NUL, ESC, zero-width space, BOM).
-
-    The tokenizer drops those, so a text of nothing else would be classified as the empty string.
-    """
-    return not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp")
-
-
-class ClassifierArgs(BaseModel):
+class ClassifierArgs(ServingLimits):
     """Application arguments, given under `args:` in `serve_config.yaml`."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    variant: str = Field("base", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # route and store key
+    variant: str = Field("base", pattern=VARIANT_PATTERN)  # route and store key
     model_dir: str = "artifacts/base"  # artifact folder; relative paths resolve from the repo root
-    max_texts: int = Field(64, ge=1)  # per request: bounds one caller's share of a batch
-    max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
-    max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
-    max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
-    body_timeout_s: float = Field(10.0, gt=0)  # a body still arriving after this frees its slot (408)
-    int8_kernel: Int8Kernel = Int8Kernel.AUTO  # shared int8 weights, or fbgemm where the CPU lacks VNNI/AMX
-    sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
     # "store": map the weights zero-copy from the model store (the product). "disk": read them from
     # model_dir into the replica's own memory, the baseline `loadtest.coldstart` compares against.
     weights: Literal["store", "disk"] = "store"
-
-
-class ClassifyRequest(BaseModel):
-    """`{"texts": [...]}` or `{"text": "..."}`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    texts: list[StrictStr] | None = Field(None, min_length=1)
-    text: StrictStr | None = None
-
-    @field_validator("texts", mode="before")
-    @classmethod
-    def _strings_only(cls, texts: Any) -> Any:
-        # One error for the first non-string, not one per item: a 2 MB list of numbers would
-        # otherwise build a million error records.
-        if isinstance(texts, list):
-            for i, item in enumerate(texts):
-                if not isinstance(item, str):
-                    raise ValueError(f"texts[{i}] must be a string, got {type(item).__name__}")
-        return texts
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "ClassifyRequest":
-        if (self.texts is None) == (self.text is None):
-            raise ValueError("give exactly one of 'texts' (a non-empty list) or 'text'")
-        return self
-
-    def as_list(self) -> list[str]:
-        return self.texts if self.texts is not None else [self.text]
 
 
 # No trailing-slash redirects: a 307 built from the caller's Host header is no answer to bad input.
@@ -194,32 +147,12 @@ class Classifier:
         return predictions
 
     @api.post("/classify", dependencies=[Depends(require_json)])
-    async def classify(self, request: ClassifyRequest) -> dict[str, Any]:
+    async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
         """Classify texts; predictions come back in input order."""
         texts = request.as_list()
-        self._check_limits(texts)
+        check_texts(texts, self.args)
         predictions = await asyncio.gather(*(self._classify_batch(t) for t in texts))
         return {"variant": self.args.variant, "predictions": list(predictions)}
-
-    def _check_limits(self, texts: list[str]) -> None:
-        if len(texts) > self.args.max_texts:
-            raise InputError(f"texts must hold at most {self.args.max_texts} items, got {len(texts)}")
-        for i, text in enumerate(texts):
-            if len(text) > self.args.max_text_chars:
-                raise InputError(
-                    f"texts[{i}] must be at most {self.args.max_text_chars} characters, got {len(text)}"
-                )
-            if not any(_visible(ch) for ch in text):
-                raise InputError(
-                    f"texts[{i}] must be a non-empty string with a visible character, got {len(text)} "
-                    "characters of whitespace or control codes"
-                )
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate: "\ud800"
-                raise InputError(
-                    f"texts[{i}] must be valid Unicode, got a lone surrogate at character {exc.start}"
-                ) from None
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.auth import OPEN_ROUTES, ApiKeys
 
-__all__ = ["InputError", "install_error_handlers", "require_json"]
+__all__ = ["InputError", "NotServedError", "install_error_handlers", "require_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ _FASTAPI_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 wh
 
 class InputError(ValueError):
     """A request the caller got wrong (answered with 422 and the message)."""
+
+
+class NotServedError(LookupError):
+    """A request named a variant that is not served (answered with 404, the message and what is)."""
+
+    def __init__(self, message: str, available: list[str]) -> None:
+        super().__init__(message)
+        self.available = available
 
 
 class _AsciiJSON(JSONResponse):
@@ -101,6 +109,10 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(InputError)
     async def _input(_: Request, exc: InputError) -> JSONResponse:
         return _error(422, str(exc))
+
+    @api.exception_handler(NotServedError)
+    async def _not_served(_: Request, exc: NotServedError) -> JSONResponse:
+        return _error(404, str(exc), available=exc.available)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -28,6 +28,7 @@ class NotFoundArgs(BaseModel):
 
     model_config = {"extra": "forbid"}
     variants: list[str] = Field(default_factory=list)  # the routes to point lost callers at
+    pool: str | None = None  # the warm pool's route prefix, if one is served (e.g. "/pool")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})  # no model: takes no CPU share from them
@@ -37,6 +38,8 @@ class NotFound:
 
     def __init__(self, args: NotFoundArgs) -> None:
         self.routes = [f"/{v}/classify" for v in sorted(args.variants)]
+        if args.pool:
+            self.routes.append(f"{args.pool}/<variant>/classify")
 
     @api.api_route("/{path:path}", methods=_METHODS)
     async def not_found(self, path: str) -> JSONResponse:

@@ -102,7 +102,8 @@ class Predictor:
         with torch.inference_mode():
             for idx in passes:
                 batch = self.encoder.pad([encoded[i] for i in idx])  # (B, T), T = longest in the pass
-                logits = self.model(**batch).logits  # (B, num_labels)
+                out = self.model(**batch)  # our BERT's ClassifierOutput, or a transformers output
+                logits = out if isinstance(out, torch.Tensor) else out.logits  # (B, num_labels)
                 probs[idx] = torch.softmax(logits.float(), dim=-1)
         return probs, truncated
 

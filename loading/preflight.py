@@ -3,8 +3,9 @@
 A bad artifact already fails its deployment (the store refuses it and Serve keeps the previous
 version serving), but only once the rollout has started. This finds the same problems in seconds,
 from a shell or a CI step: arguments the deployment would refuse, a missing model folder, a weights
-file whose hash does not match its `variant.json`, a tokenizer that does not load. Exit 0 when every
-application passes, 2 otherwise, with one line per problem naming the application.
+file whose hash does not match its `variant.json`, a weights file missing tensors its config needs
+(or holding others), a tokenizer that does not load. Exit 0 when every application passes, 2
+otherwise, with one line per problem naming the application.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from loading.artifact import load_tokenizer, resolve_model_dir, verify_artifact
+from loading.artifact import check_tensor_names, load_tokenizer, resolve_model_dir, verify_artifact
 
 __all__ = ["check_config", "main"]
 
@@ -26,38 +27,55 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 
 
-def _check_app(app: dict[str, Any]) -> str | None:
-    """The problem with one classifier application, or None."""
-    from pydantic import ValidationError
-
-    from deployments.classifier import ClassifierArgs
-
-    try:
-        args = ClassifierArgs(**(app.get("args") or {}))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return f"args rejected: {problems}"
-    model_dir = resolve_model_dir(args.model_dir)
+def _check_artifact(model_dir: Path) -> str | None:
     try:
         info = verify_artifact(model_dir)
+        check_tensor_names(model_dir)  # missing or extra tensors: refused before a replica tries
         load_tokenizer(model_dir)
     except Exception as exc:  # noqa: BLE001 - any failure to read the artifact is the finding
         return f"model_dir {model_dir}: {exc}"
-    logger.info("%s: %s (%s) verified, %.1f MB", app.get("name"), model_dir, info.name, info.size_bytes / 1e6)
+    logger.info("%s (%s) verified, %.1f MB", model_dir, info.name, info.size_bytes / 1e6)
     return None
 
 
+def _check_app(app: dict[str, Any]) -> str | None:
+    """The problem with one classifier or pool application, or None."""
+    from pydantic import ValidationError
+
+    from deployments.classifier import ClassifierArgs
+    from deployments.pool import PoolArgs
+
+    is_pool = _is_pool(app)
+    try:
+        args = (PoolArgs if is_pool else ClassifierArgs)(**(app.get("args") or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return f"args rejected: {problems}"
+    dirs = {v: d for v, d in args.variants.items()} if is_pool else {args.variant: args.model_dir}
+    problems = [
+        f"{variant}: {p}" if is_pool else p
+        for variant, d in dirs.items()
+        if (p := _check_artifact(resolve_model_dir(d))) is not None
+    ]
+    return "; ".join(problems) or None
+
+
+def _is_pool(app: dict[str, Any]) -> bool:
+    return str(app.get("import_path", "")).startswith("deployments.pool:")
+
+
 def check_config(path: str | Path = DEFAULT_CONFIG) -> dict[str, str]:
-    """{application name: problem} for the classifier applications of the Serve config at `path`."""
+    """{application name: problem} for the classifier and pool applications of the Serve config."""
     try:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         return {"<config>": f"cannot read {path}: {exc}"}
     apps = (config or {}).get("applications") or []
-    classifiers = [a for a in apps if "variant" in (a.get("args") or {})]  # not the catch-all 404 app
-    if not classifiers:
+    # Not the catch-all 404 app: it holds no model.
+    served = [a for a in apps if "variant" in (a.get("args") or {}) or _is_pool(a)]
+    if not served:
         return {"<config>": f"{path} has no classifier applications"}
-    problems = {str(a.get("name")): _check_app(a) for a in classifiers}
+    problems = {str(a.get("name")): _check_app(a) for a in served}
     return {name: p for name, p in problems.items() if p is not None}
 
 

@@ -9,13 +9,15 @@ shared memory, later ones map the same pages (`attach`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from loading.zerocopy import (
     ModelSkeleton,
     arena_nbytes,
     extract_tensors,
+    protect_arena_,
     replace_tensors_,
     tree_cloner,
 )
@@ -45,8 +48,10 @@ __all__ = [
     "attach",
     "forget_attached",
     "import_model_code",
+    "keep_template_",
     "load_from_disk",
     "model_store",
+    "prefetch",
     "set_threads",
 ]
 
@@ -70,6 +75,9 @@ class ModelStore:
 
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, Any]] = {}
+        # One object per distinct tokenizer: a model's variants share theirs, so a process that
+        # attaches several of them deserializes it once (35-75 ms each time otherwise).
+        self._tokenizers: dict[str, ray.ObjectRef] = {}
 
     def ensure(self, variant: str, model_dir: str) -> dict[str, Any]:
         """References to `variant`'s bundle and arena, reading `model_dir` on first request."""
@@ -84,6 +92,10 @@ class ModelStore:
             self._entries[variant] = entry
         return dict(entry)
 
+    def ensure_many(self, model_dirs: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """`ensure` for several variants in one round trip: what a warm pool replica asks at start."""
+        return {variant: self.ensure(variant, model_dir) for variant, model_dir in model_dirs.items()}
+
     def _put(self, variant: str, model_dir: str) -> dict[str, Any]:
         start = time.perf_counter()
         info = verify_artifact(model_dir)
@@ -95,7 +107,9 @@ class ModelStore:
             # Separate from the bundle: rebuilding a tokenizer costs 35-75 ms, so each process fetches
             # it once per variant (see `_tokenizer`), not on every attach. The bare Rust tokenizer
             # only: it takes ~2/3 of a transformers tokenizer's memory in every replica.
-            "tokenizer": ray.put(TextEncoder.from_pretrained_tokenizer(load_tokenizer(model_dir))),
+            "tokenizer": self._tokenizer_ref(
+                TextEncoder.from_pretrained_tokenizer(load_tokenizer(model_dir))
+            ),
             "arena": ray.put(arena),
             "arena_bytes": int(arena.nbytes),
             "tensor_bytes": arena_nbytes(skeleton),
@@ -108,6 +122,12 @@ class ModelStore:
             time.perf_counter() - start,
         )
         return entry
+
+    def _tokenizer_ref(self, encoder: TextEncoder) -> ray.ObjectRef:
+        key = f"{encoder.pad_id}:{encoder.input_names}:{encoder.tokenizer.to_str()}"
+        if key not in self._tokenizers:
+            self._tokenizers[key] = ray.put(encoder)
+        return self._tokenizers[key]
 
     def drop(self, variant: str) -> bool:
         """Forget a variant; its memory is freed once no replica holds it."""
@@ -145,6 +165,8 @@ class AttachedModel:
     store_wait_ms: float  # of which: waiting for the store (reads the disk only for the first replica)
     arena_bytes: int
     loaded_from: str = "object-store-zero-copy"  # plus "+densified", "+fbgemm-prepack": see attach
+    private_bytes: int = 0  # tensor bytes this process holds outside the shared arena (kernel copies)
+    template_key: tuple | None = field(default=None, repr=False)  # see keep_template_
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -153,6 +175,7 @@ class AttachedModel:
             "store_wait_ms": round(self.store_wait_ms, 3),
             "arena_bytes": self.arena_bytes,
             "loaded_from": self.loaded_from,
+            "private_bytes": self.private_bytes,
             "info": asdict(self.info),
         }
 
@@ -199,11 +222,41 @@ def attach(
     `nn.Linear` / `Int8Linear` layers, so fbgemm then packs the int8 ones too; with "shared" they stay
     `SparseLinear` (int8 ones dequantized per call) and fbgemm packs only the dense int8 layers.
 
-    A process that already attached the variant with the same options gets a clone of that model's
-    module tree sharing its tensors (`tree_cloner`): no store round trip, unpickle or re-wrap. The
-    template for that (~0.7 MB of module objects for BERT-base) is kept unless `keep_for_reattach`
-    is False; `forget_attached` drops every kept one.
+    Per process, the first attach of a variant maps its arena and protects its pages once; the
+    mapping stays until `forget_attached` (it costs page tables, not memory: the store holds the
+    pages anyway). Later attaches reuse it: protecting pages a forward pass has touched costs ~25 ms
+    for BERT-base, so it is never done twice. With `keep_for_reattach` the first model's module tree
+    is also kept as a template (~0.7 MB of module objects for BERT-base) and later attaches with the
+    same options return clones of it (`tree_cloner`): no store round trip, unpickle or re-wrap.
     """
+    # A collection in the middle of an attach would scan the whole heap (torch's, Ray's) because of
+    # the module objects it makes: 2-20 ms at random. They are no garbage; collect later, not now.
+    with _gc_paused():
+        return _attach(
+            variant, model_dir, protect, with_tokenizer, int8_kernel, sparse_kernel, keep_for_reattach
+        )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _attach(
+    variant: str,
+    model_dir: str | os.PathLike,
+    protect: bool,
+    with_tokenizer: bool,
+    int8_kernel: Int8Kernel | str,
+    sparse_kernel: SparseKernel | str,
+    keep_for_reattach: bool,
+) -> AttachedModel:
     int8_kernel = Int8Kernel(int8_kernel)
     sparse_kernel = SparseKernel(sparse_kernel)
     start = time.perf_counter()
@@ -212,53 +265,89 @@ def attach(
     kept = _attached.get(template_key)
     if kept is not None:  # this process mapped the variant already: new modules, same tensors
         template, clone = kept
-        return AttachedModel(
-            clone(),
-            _tokenizer(_refs[key]["tokenizer"]) if with_tokenizer else None,
-            template.info,
-            (time.perf_counter() - start) * 1e3,
-            0.0,
-            template.arena_bytes,
-            template.loaded_from + "+process-mapping",
+        return replace(
+            template,
+            model=clone(),
+            tokenizer=_tokenizer(_refs[key]["tokenizer"]) if with_tokenizer else None,
+            attach_ms=(time.perf_counter() - start) * 1e3,
+            store_wait_ms=0.0,
+            loaded_from=template.loaded_from + "+process-mapping",
         )
     refs = _store_refs(key)
     store_wait_ms = (time.perf_counter() - start) * 1e3
-    try:
-        bundle, arena = ray.get([refs["bundle"], refs["arena"]])
-    except ray.exceptions.ObjectLostError:  # the store was restarted: its old objects are gone
-        refs = _store_refs(key, refresh=True)
-        bundle, arena = ray.get([refs["bundle"], refs["arena"]])
-    tokenizer = _tokenizer(refs["tokenizer"]) if with_tokenizer else None
+    bundle, arena = _get_mapped(key, refs, protect)
+    tokenizer = _tokenizer(_refs[key]["tokenizer"]) if with_tokenizer else None
     model = bundle.skeleton.module
-    replace_tensors_(bundle.skeleton, arena, protect=protect)
+    replace_tensors_(bundle.skeleton, arena)  # protected (or not) once per process: `_get_mapped`
     loaded_from = "object-store-zero-copy" + _apply_kernels_(model, int8_kernel, sparse_kernel)
     attach_ms = (time.perf_counter() - start) * 1e3
     attached = AttachedModel(
-        model, tokenizer, bundle.info, attach_ms, store_wait_ms, int(arena.nbytes), loaded_from
+        model,
+        tokenizer,
+        bundle.info,
+        attach_ms,
+        store_wait_ms,
+        int(arena.nbytes),
+        loaded_from,
+        _bytes_outside(model, arena),
+        template_key,
     )
-    if not keep_for_reattach:
-        return attached
-    # The template is a clone: what the caller does to its model (train(), hooks) stays out of it.
-    template = tree_cloner(model)()
-    _attached[template_key] = (
-        replace(attached, model=template, tokenizer=None),
-        tree_cloner(template),
-    )
+    if keep_for_reattach:
+        keep_template_(attached)
     return attached
 
 
-def import_model_code(model_dir: str | os.PathLike) -> float:
-    """Import the transformers module defining the variant's model class; returns the seconds taken.
+def keep_template_(attached: AttachedModel) -> bool:
+    """Keep `attached`'s module tree so that this process's later attaches of it are clones (<1 ms).
 
-    Unpickling a skeleton imports it anyway, and in a fresh process that import (~1-2 s for
-    `modeling_bert`) is nearly all of the first attach (the mapping itself takes ms). Doing it
-    first lets a worker pay it before its clock starts and a cold start report imports apart.
+    `attach(keep_for_reattach=True)` does it at once (1-3 ms for BERT-base); a warm pool does it
+    after answering, off the first request's path. Not for a model holding private copies (FBGEMM's
+    packed weights, densified layers): the template would keep them alive after the model is
+    dropped. Returns whether a template is kept.
+    """
+    if attached.template_key is None or attached.private_bytes > 0:
+        return False
+    if attached.template_key not in _attached:
+        # The template is a clone: what the caller does to its model (train(), hooks) stays out of it.
+        template = tree_cloner(attached.model)()
+        _attached[attached.template_key] = (
+            replace(attached, model=template, tokenizer=None),
+            tree_cloner(template),
+        )
+    return True
+
+
+def prefetch(model_dirs: dict[str, str | os.PathLike]) -> None:
+    """Ask the store for several variants in one round trip, so their first `attach` needs none.
+
+    Their tokenizers come too (one per model). A warm pool replica calls it at start: attaching a
+    variant later is then local work only.
+    """
+    keys = {variant: str(Path(d).resolve()) for variant, d in model_dirs.items()}
+    missing = {v: d for v, d in keys.items() if (v, d) not in _refs}
+    if missing:
+        for variant, refs in _call_store("ensure_many", missing).items():
+            _refs[(variant, missing[variant])] = refs
+    for variant, d in keys.items():  # one per model, 20-40 ms each: not on a request's path
+        _tokenizer(_refs[(variant, d)]["tokenizer"])
+
+
+def import_model_code(model_dir: str | os.PathLike) -> float:
+    """Import the module defining the variant's model class; returns the seconds taken.
+
+    Unpickling a skeleton imports it anyway; doing it first lets a worker pay it before its clock
+    starts and a cold start report imports apart. BERT checkpoints are served by `loading.bert`
+    (plain torch, already imported by `loading.artifact`); other architectures by their transformers
+    module, whose import (~3 s with transformers itself) is nearly all of a fresh process's first attach.
     """
     start = time.perf_counter()
     try:
         model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
     except (OSError, ValueError, KeyError, TypeError):
         return 0.0  # attach reports what is wrong with the folder
+    if model_type == "bert":
+        importlib.import_module("loading.bert")
+        return time.perf_counter() - start
     name = model_type.replace("-", "_")
     try:
         importlib.import_module(f"transformers.models.{name}.modeling_{name}")
@@ -303,6 +392,30 @@ def load_from_disk(
     )
 
 
+def _bytes_outside(model: nn.Module, arena: Any) -> int:
+    """Bytes of `model`'s tensors that do not view `arena`: the private copies kernels made.
+
+    FBGEMM's packed int8 weights hide in a script object; they are counted from the layer's shape
+    (int8 weight + fp32 bias) rather than unpacked, which would copy them.
+    """
+    lo = arena.ctypes.data
+    hi = lo + arena.nbytes
+    total = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+            total += module.in_features * module.out_features + 4 * module.out_features
+        for tensor in (*module._parameters.values(), *module._buffers.values()):
+            if tensor is None or tensor.numel() == 0:
+                continue
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if not lo <= ptr < hi and ptr not in seen:
+                seen.add(ptr)
+                total += storage.nbytes()
+    return total
+
+
 def _private_bytes(model: torch.nn.Module) -> int:
     """Bytes of the distinct storages behind `model`'s state: what a disk load holds privately.
 
@@ -320,33 +433,69 @@ def _private_bytes(model: torch.nn.Module) -> int:
     return sum(storages.values())
 
 
-def forget_attached() -> None:
-    """Drop this process's mappings kept for re-attaching; the memory goes once no model uses it."""
-    _attached.clear()
-
-
 _store: list[ray.actor.ActorHandle] = []  # per process: the store's handle, looked up once
 _refs: dict[tuple[str, str], dict[str, Any]] = {}  # per process: (variant, folder) -> store refs
+# Per process: (variant, folder) -> the mapped arena, whether its pages are protected, and its refs.
+_mapped: dict[tuple[str, str], tuple[Any, bool, dict[str, Any]]] = {}
 # Per process: (variant, folder, protect, kernels) -> the first attach, whose clones later attaches return.
 _attached: dict[
     tuple[str, str, bool, Int8Kernel, SparseKernel], tuple[AttachedModel, Callable[[], nn.Module]]
 ] = {}
 
 
+def forget_attached() -> None:
+    """Drop this process's mappings and templates; the memory goes once no model uses it."""
+    _attached.clear()
+    _mapped.clear()
+
+
+def _get_mapped(key: tuple[str, str], refs: dict[str, Any], protect: bool) -> tuple[_Bundle, Any]:
+    """A fresh skeleton bundle and the variant's arena, mapped (and protected) once per process."""
+    mapped = _mapped.get(key)
+    if mapped is not None and mapped[2] is refs:
+        arena, protected, _ = mapped
+        bundle = ray.get(refs["bundle"])  # a new skeleton to fill: the first one is a live model
+    else:
+        try:
+            bundle, arena = ray.get([refs["bundle"], refs["arena"]])
+        except ray.exceptions.ObjectLostError:  # the store was restarted: its old objects are gone
+            refs = _store_refs(key, refresh=True)
+            bundle, arena = ray.get([refs["bundle"], refs["arena"]])
+        protected = False
+    if protect and not protected:
+        protect_arena_(arena)
+        protected = True
+    _mapped[key] = (arena, protected, refs)
+    return bundle, arena
+
+
+def _call_store(method: str, *args: Any) -> Any:
+    """Call the cluster's store, found once per process; a store killed for good is made anew."""
+    if not _store:
+        _store.append(_find_store())
+    try:
+        return ray.get(getattr(_store[0], method).remote(*args))
+    except ray.exceptions.RayActorError:
+        _store[:] = [model_store()]
+        return ray.get(getattr(_store[0], method).remote(*args))
+
+
+def _find_store() -> ray.actor.ActorHandle:
+    # A lookup by name is one GCS query; `model_store()` (get-or-create) costs a few ms more.
+    try:
+        return ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE)
+    except ValueError:  # no store yet: this process creates it
+        return model_store()
+
+
 def _store_refs(key: tuple[str, str], refresh: bool = False) -> dict[str, Any]:
     """The store's references for a variant, asked for once per process (a round trip costs ms)."""
     if refresh or key not in _refs:
-        if not _store:
-            _store.append(model_store())
-        try:
-            _refs[key] = ray.get(_store[0].ensure.remote(*key))
-        except ray.exceptions.RayActorError:  # the store was killed for good: make a new one
-            _store[:] = [model_store()]
-            _refs[key] = ray.get(_store[0].ensure.remote(*key))
+        _refs[key] = _call_store("ensure", *key)
     return _refs[key]
 
 
-_tokenizers: dict[ray.ObjectRef, TextEncoder] = {}  # per process: one tokenizer per stored variant
+_tokenizers: dict[ray.ObjectRef, TextEncoder] = {}  # per process: one per distinct tokenizer
 
 
 def _tokenizer(ref: ray.ObjectRef) -> TextEncoder:

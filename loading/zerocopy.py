@@ -32,6 +32,7 @@ __all__ = [
     "TensorSpec",
     "arena_nbytes",
     "extract_tensors",
+    "protect_arena_",
     "replace_tensors_",
     "tree_cloner",
 ]
@@ -146,7 +147,7 @@ def replace_tensors_(skeleton: ModelSkeleton, arena: np.ndarray, *, protect: boo
         else:
             module._buffers[attr] = tensor
     if protect:
-        _protect_(arena)
+        protect_arena_(arena)
 
 
 def tree_cloner(module: nn.Module) -> Callable[[], nn.Module]:
@@ -196,7 +197,7 @@ def tree_cloner(module: nn.Module) -> Callable[[], nn.Module]:
 _protected: dict[tuple[int, int], int] = {}  # (address, nbytes) -> live arenas protecting it
 
 
-def _protect_(arena: np.ndarray) -> None:
+def protect_arena_(arena: np.ndarray) -> None:
     """Make `arena`'s pages read-only until the last arena viewing the same memory dies.
 
     `ray.get` of one object twice in a process returns two arrays over the same pages, so the

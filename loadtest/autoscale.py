@@ -24,7 +24,14 @@ from typing import Any
 import httpx
 
 from loading.machine import machine_info
-from loadtest.serving import ServeSession, app_entry, load_serve_config, post_text, wait_until
+from loadtest.serving import (
+    ClosedLoopUsers,
+    ServeSession,
+    app_entry,
+    load_serve_config,
+    post_text,
+    wait_until,
+)
 
 __all__ = ["StepLoad", "main", "replica_counts", "step_load"]
 
@@ -55,35 +62,6 @@ class StepLoad:
     step_at: float = 0.0
     stop_at: float | None = None
     min_again_at: float | None = None  # back at min replicas, as the waiter saw it
-
-
-class _Users:
-    """Closed-loop users on threads: each posts one text, waits for the answer, posts again."""
-
-    def __init__(self, url: str, variant: str, record: StepLoad) -> None:
-        self.url, self.variant, self.record = url, variant, record
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads: list[threading.Thread] = []
-
-    def add(self, count: int) -> None:
-        for _ in range(count):
-            thread = threading.Thread(target=self._run, daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def _run(self) -> None:
-        with httpx.Client() as client:
-            while not self.stop.is_set():
-                r = post_text(client, self.url, self.variant)
-                row = (time.time(), r.headers.get("x-replica-id", "") if r else "", r.status_code if r else 0)
-                with self.lock:
-                    self.record.requests.append(row)
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
 
 
 def _sample(variant: str, record: StepLoad, stop: threading.Event) -> None:
@@ -123,7 +101,7 @@ def step_load(
     sampling = threading.Event()
     sampler = threading.Thread(target=_sample, args=(variant, record, sampling), daemon=True)
     sampler.start()
-    load = _Users(session.url, variant, record)
+    load = ClosedLoopUsers(session.url, variant, record.requests)
     try:
         load.add(users[0])
         time.sleep(warm_s)

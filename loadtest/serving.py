@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +20,12 @@ import httpx
 import yaml
 
 __all__ = [
+    "ClosedLoopUsers",
     "replica_health",
     "ServeSession",
     "app_entry",
     "load_serve_config",
+    "pool_entry",
     "post_text",
     "variant_apps",
     "wait_until",
@@ -61,6 +64,20 @@ def app_entry(
     if variant not in apps:
         raise SystemExit(f"variant {variant!r} is not in the Serve config; it has {sorted(apps)}")
     app = copy.deepcopy(apps[variant])
+    app["args"].update(args)
+    if replicas is not None:
+        for deployment in app.get("deployments", []):
+            deployment.pop("autoscaling_config", None)
+            deployment["num_replicas"] = replicas
+    return app
+
+
+def pool_entry(config: dict[str, Any], *, replicas: int | None = None, **args: Any) -> dict[str, Any]:
+    """A copy of the config's warm pool application; `replicas` fixes the count, `args` override."""
+    pools = [a for a in config["applications"] if a.get("import_path", "").startswith("deployments.pool:")]
+    if not pools:
+        raise SystemExit("the Serve config has no warm pool application (import_path deployments.pool)")
+    app = copy.deepcopy(pools[0])
     app["args"].update(args)
     if replicas is not None:
         for deployment in app.get("deployments", []):
@@ -159,3 +176,35 @@ def wait_until(
             return time.time(), value
         time.sleep(interval_s)
     raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
+
+
+class ClosedLoopUsers:
+    """Users on threads: each posts one text to `variant`, waits for the answer, posts again.
+
+    Every answer is appended to `requests` as (epoch time, x-replica-id, status; 0 = no answer).
+    """
+
+    def __init__(self, url: str, variant: str, requests: list[tuple[float, str, int]]) -> None:
+        self.url, self.variant, self.requests = url, variant, requests
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def add(self, count: int) -> None:
+        for _ in range(count):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _run(self) -> None:
+        with httpx.Client() as client:
+            while not self.stop.is_set():
+                r = post_text(client, self.url, self.variant)
+                row = (time.time(), r.headers.get("x-replica-id", "") if r else "", r.status_code if r else 0)
+                with self.lock:
+                    self.requests.append(row)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)

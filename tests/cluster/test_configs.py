@@ -242,7 +242,7 @@ BROKEN = [
         "worker fits no replica",
         _set((*_TYPES, SMALL, "resources", "CPU"), 0),
         AWS_FILE,
-        rf"'{re.escape(SMALL)}' has CPU 0, less than one replica needs \(0.5\)",
+        rf"'{re.escape(SMALL)}' has CPU 0, less than one replica needs \(0.25\)",
     ),
     (
         "min above max",
@@ -328,7 +328,7 @@ BROKEN = [
             {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
         ),
         RAYSERVICE_FILE,
-        "memory limit 1Gi < .* GiB needed for 4 replicas",
+        "memory limit 1Gi < .* GiB needed for 8 replicas",
     ),
     (
         "two images",

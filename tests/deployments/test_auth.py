@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from deployments import auth
 from deployments.auth import ApiKeys
-from deployments.classifier import ClassifyRequest
 from deployments.errors import install_error_handlers, require_json
+from deployments.protocol import ClassifyRequest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["key-one-0123456789abcdef", "key-two-0123456789abcdef", "key-three-0123456789abcd"]

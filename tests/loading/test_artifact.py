@@ -139,3 +139,36 @@ def test_failed_write_leaves_previous_artifact_intact(tmp_path, tokenizer):
 def test_bad_variant_names_are_refused(name):
     with pytest.raises(ValueError, match="variant name must be"):
         VariantInfo(name=name)
+
+
+def _tiny_distilbert():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    return DistilBertForSequenceClassification(config).eval()
+
+
+def test_bert_loads_as_our_module_and_other_types_through_transformers(tmp_path, tokenizer, caplog):
+    from loading.bert import BertForSequenceClassification
+
+    save_artifact(tiny_classifier(), tokenizer, tmp_path / "bert")
+    save_artifact(_tiny_distilbert(), tokenizer, tmp_path / "distil")
+    assert isinstance(load_model(tmp_path / "bert"), BertForSequenceClassification)
+    with caplog.at_level("INFO", logger="loading.artifact"):
+        other = load_model(tmp_path / "distil")
+    assert type(other).__name__ == "DistilBertForSequenceClassification"
+    assert "'distilbert' is not BERT; loading it with transformers" in caplog.text
+
+
+def test_transformers_models_are_loaded_strictly(tmp_path, tokenizer):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "distil"
+    save_artifact(_tiny_distilbert(), tokenizer, out)
+    tensors = load_file(str(out / WEIGHTS_FILE))
+    del tensors["classifier.bias"]
+    tensors["extra.weight"] = torch.zeros(2)
+    save_file(tensors, str(out / WEIGHTS_FILE))
+    with pytest.raises(ArtifactError, match=r"1 missing tensor \(classifier.bias\) and 1 unexpected tensor"):
+        load_model(out)

@@ -7,6 +7,7 @@ import shutil
 import yaml
 
 from loading.preflight import check_config, main
+from tests.conftest import minilm_dir
 
 
 def _config(tmp_path, apps):
@@ -52,3 +53,23 @@ def test_each_bad_application_is_named_with_its_problem(tmp_path, tiny_artifact,
 def test_unreadable_config_is_one_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "absent.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_its_classifier_head_is_refused(tmp_path):
+    """The bare MiniLM encoder: transformers would add a random head; preflight names the missing one."""
+    path = _config(tmp_path, [{"name": "headless", "args": {"variant": "m", "model_dir": str(minilm_dir())}}])
+    problems = check_config(path)
+    assert set(problems) == {"headless"}
+    assert "2 missing tensors (classifier.bias, classifier.weight)" in problems["headless"]
+
+
+def test_the_pool_is_checked_variant_by_variant(tmp_path, tiny_artifact):
+    pool = {"name": "pool", "import_path": "deployments.pool:app_builder", "route_prefix": "/pool"}
+    good = {**pool, "args": {"variants": {"tiny": str(tiny_artifact)}}}
+    assert check_config(_config(tmp_path, [good])) == {}
+    bad = {**pool, "args": {"variants": {"tiny": str(tiny_artifact), "gone": str(tmp_path / "nowhere")}}}
+    problems = check_config(_config(tmp_path, [bad]))
+    assert list(problems) == ["pool"]
+    assert problems["pool"].startswith("gone: ") and "nowhere" in problems["pool"]
+    typo = {**pool, "args": {"variants": {"../up": str(tiny_artifact)}}}
+    assert "variant names must match" in check_config(_config(tmp_path, [typo]))["pool"]

@@ -1,0 +1,108 @@
+"""The HTTP contract: request and response models and the per-request limits, shared by every app.
+
+The per-variant applications (`deployments.classifier`) and the warm pool (`deployments.pool`) parse
+the same request and answer the same shape, so `/docs` of either shows what a prediction looks like.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+
+from deployments.errors import InputError
+from loading.store import Int8Kernel, SparseKernel
+
+__all__ = ["ClassifyRequest", "ClassifyResponse", "PredictionOut", "ServingLimits", "check_texts"]
+
+VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # route and store key: no slash, no dot-dot start
+
+
+class ServingLimits(BaseModel):
+    """What one request may cost and how a replica runs the model: args common to every app."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_texts: int = Field(64, ge=1)  # per request: bounds one caller's share of a batch
+    max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
+    max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
+    max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
+    body_timeout_s: float = Field(10.0, gt=0)  # a body still arriving after this frees its slot (408)
+    int8_kernel: Int8Kernel = Int8Kernel.AUTO  # shared int8 weights, or fbgemm where the CPU lacks VNNI/AMX
+    sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
+
+
+class ClassifyRequest(BaseModel):
+    """`{"texts": [...]}` or `{"text": "..."}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[StrictStr] | None = Field(None, min_length=1)
+    text: StrictStr | None = None
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _strings_only(cls, texts: Any) -> Any:
+        # One error for the first non-string, not one per item: a 2 MB list of numbers would
+        # otherwise build a million error records.
+        if isinstance(texts, list):
+            for i, item in enumerate(texts):
+                if not isinstance(item, str):
+                    raise ValueError(f"texts[{i}] must be a string, got {type(item).__name__}")
+        return texts
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ClassifyRequest:
+        if (self.texts is None) == (self.text is None):
+            raise ValueError("give exactly one of 'texts' (a non-empty list) or 'text'")
+        return self
+
+    def as_list(self) -> list[str]:
+        return self.texts if self.texts is not None else [self.text]
+
+
+class PredictionOut(BaseModel):
+    """One text's answer."""
+
+    label: str  # the most probable label
+    score: float  # its probability
+    probabilities: dict[str, float]  # every label's probability
+    truncated: bool  # the text had more tokens than the model takes; the tail was ignored
+
+
+class ClassifyResponse(BaseModel):
+    """Predictions in input order, and the variant that made them."""
+
+    variant: str
+    predictions: list[PredictionOut]
+
+
+def _visible(ch: str) -> bool:
+    """Neither whitespace nor a control or format code (NUL, ESC, zero-width space, BOM).
+
+    The tokenizer drops those, so a text of nothing else would be classified as the empty string.
+    """
+    return not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp")
+
+
+def check_texts(texts: list[str], limits: ServingLimits) -> None:
+    """Raise `InputError` (a 422) naming the first text outside `limits`."""
+    if len(texts) > limits.max_texts:
+        raise InputError(f"texts must hold at most {limits.max_texts} items, got {len(texts)}")
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_text_chars:
+            raise InputError(
+                f"texts[{i}] must be at most {limits.max_text_chars} characters, got {len(text)}"
+            )
+        if not any(_visible(ch) for ch in text):
+            raise InputError(
+                f"texts[{i}] must be a non-empty string with a visible character, got {len(text)} "
+                "characters of whitespace or control codes"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON can spell a lone surrogate: "\ud800"
+            raise InputError(
+                f"texts[{i}] must be valid Unicode, got a lone surrogate at character {exc.start}"
+            ) from None
