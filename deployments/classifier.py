@@ -26,6 +26,7 @@ from deployments.protocol import (
     ServingLimits,
     check_texts,
 )
+from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
 from loading.machine import process_start_time
 from loading.memory import trim_heap
@@ -120,6 +121,9 @@ class Classifier:
             self.threads,
             "open access" if api_keys is None else f"{len(api_keys.digests)} API keys",
         )
+        # A spare worker, already imported, for this node's next replica (~1 s start, not ~8 s);
+        # on a thread: the raylet RPC takes 30-80 ms. docs/SCALING.md "Warm workers".
+        keep_spare_worker_in_background()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Retune batching without restarting the replica (`user_config` in the YAML)."""

@@ -32,6 +32,7 @@ __all__ = [
     "TensorSpec",
     "arena_nbytes",
     "extract_tensors",
+    "populate_arena_",
     "protect_arena_",
     "replace_tensors_",
     "tree_cloner",
@@ -40,6 +41,7 @@ __all__ = [
 _ALIGN = 64  # bytes; enough for any dtype view and for SIMD loads
 _PAGE = mmap.PAGESIZE
 _PROT_READ, _PROT_WRITE = 0x1, 0x2
+_MADV_POPULATE_READ = 22  # linux/mman.h
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,20 @@ def tree_cloner(module: nn.Module) -> Callable[[], nn.Module]:
 
 
 _protected: dict[tuple[int, int], int] = {}  # (address, nbytes) -> live arenas protecting it
+
+
+def populate_arena_(arena: np.ndarray) -> bool:
+    """Map every page of `arena` into this process's page tables now, without touching its data.
+
+    A model's first forward pass otherwise takes a page fault per 4 KB page it reads (~107k for
+    BERT-base, 15-25 ms); `madvise(MADV_POPULATE_READ)` (Linux 5.14+) does them in one call. Returns
+    False where the kernel lacks it: the faults then happen on first use, as before.
+    """
+    start = arena.ctypes.data // _PAGE * _PAGE
+    length = _round_up(arena.ctypes.data + arena.nbytes, _PAGE) - start
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise(start, length, _MADV_POPULATE_READ) == 0
 
 
 def protect_arena_(arena: np.ndarray) -> None:

@@ -15,6 +15,11 @@ answered by the new replica (its first 200). Per application: seconds from the d
 new replica's process start (/proc, `loading.machine.process_start_time`) to that first 200, the
 tail from the replica's end of construction to it, and the replica's USS once idle. Then ours minus
 the floor. The last stdout line is one JSON object.
+
+Our replicas keep a spare, already-imported Ray worker per node (`deployments/warm_worker.py`), so a
+new one of ours usually starts on a process that was running before the decision (then
+`decision_to_process_start_s` < 0 and `on_spare_worker` is true). `--no-spare-worker` turns that off
+(`BERTSERVE_SPARE_WORKER=0`) to compare; `--apps floor base` times only those rows.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import copy
 import json
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -119,10 +125,16 @@ def _startup(
 
 
 def scale_up(
-    session: ServeSession, config: dict[str, Any], dirs: dict[str, str], name: str, timeout_s: float
+    session: ServeSession,
+    config: dict[str, Any],
+    dirs: dict[str, str],
+    name: str,
+    timeout_s: float,
+    deployed: tuple[str, ...] = ("floor", "pipeline"),
 ) -> dict[str, Any]:
-    """Ask Serve for a second replica of `name` (others stay at one); time the new one's first 200."""
-    replicas = {n: 1 for n in dirs} | {n: 1 for n in ("floor", "pipeline")}
+    """Ask Serve for a second replica of `name` (the `dirs` and `deployed` apps stay at one); time the
+    new one's first 200."""
+    replicas = {n: 1 for n in dirs} | {n: 1 for n in deployed}
     with httpx.Client() as client:
         seen = set()
         for _ in range(6):
@@ -145,6 +157,7 @@ def scale_up(
         "process_start_to_200_s": first_200 - startup["process_started"],
         "decision_to_200_s": first_200 - decided,
         "decision_to_process_start_s": startup["process_started"] - decided,
+        "on_spare_worker": startup["process_started"] < decided,
         "constructed_to_200_s": first_200 - startup["constructed"],
         "uss_mib": uss_mib,
     }
@@ -182,18 +195,21 @@ def build_bert_base(out_dir: Path) -> Path:
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "pid"}
+    medians = {
+        k: statistics.median(r[k] for r in runs) for k in runs[0] if k not in ("pid", "on_spare_worker")
+    }
+    return medians | {"on_spare_worker": sum(r["on_spare_worker"] for r in runs)}  # how many runs
 
 
 def _table(results: dict[str, dict[str, float]], diff: dict[str, dict[str, float]]) -> str:
     lines = [
         f"{'replica':>10} {'proc->200 s':>12} {'decision->200 s':>16} "
-        f"{'constructed->200 s':>19} {'USS MiB':>8}"
+        f"{'constructed->200 s':>19} {'USS MiB':>8} {'on spare':>8}"
     ]
     for name, r in results.items():
         lines.append(
             f"{name:>10} {r['process_start_to_200_s']:12.2f} {r['decision_to_200_s']:16.2f} "
-            f"{r['constructed_to_200_s']:19.2f} {r['uss_mib']:8.0f}"
+            f"{r['constructed_to_200_s']:19.2f} {r['uss_mib']:8.0f} {r['on_spare_worker']:8d}"
         )
     lines.append("minus floor:")
     for name, d in diff.items():
@@ -213,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bert-base-dir", default="artifacts/bert-base-random", help="built here if missing")
     parser.add_argument("--no-bert-base", action="store_true", help="skip the BERT-base-shaped row")
     parser.add_argument("--repeats", type=int, default=1, help="scale-ups per application (medians)")
+    parser.add_argument(
+        "--apps", nargs="+", choices=("floor", "base", "bert-base", "pipeline"), help="default: all four"
+    )
+    parser.add_argument(
+        "--no-spare-worker", action="store_true", help="BERTSERVE_SPARE_WORKER=0: new replicas start fresh"
+    )
     parser.add_argument("--port", type=int, default=8130, help="their own Serve (8000 may be `make serve`)")
     parser.add_argument(
         "--ingress", choices=("haproxy", "proxy"), default=None, help="default: as make serve"
@@ -222,14 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.no_spare_worker:
+        os.environ["BERTSERVE_SPARE_WORKER"] = "0"  # before Ray starts: its workers inherit it
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     config = load_serve_config(args.config)
     dirs = {"base": str((ROOT / args.model_dir).resolve())}
-    if not args.no_bert_base:
+    if not args.no_bert_base and (args.apps is None or "bert-base" in args.apps):
         dirs["bert-base"] = str(build_bert_base((ROOT / args.bert_base_dir).resolve()))
-    order = ["floor", *dirs, "pipeline"]
-    out: dict[str, Any] = {"machine": machine_info() | {"cpu": cpu_model()}, "repeats": args.repeats}
+    order = [n for n in ("floor", *dirs, "pipeline") if args.apps is None or n in args.apps]
+    out: dict[str, Any] = {
+        "machine": machine_info() | {"cpu": cpu_model()},
+        "repeats": args.repeats,
+        "spare_worker": os.environ.get("BERTSERVE_SPARE_WORKER", "1") != "0",
+    }
     with ServeSession(config, args.port, ingress=args.ingress) as session:
         out["ingress"] = session.ingress
         session.deploy(_apps(config, dirs, {n: 1 for n in order}))
@@ -239,12 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in order}
         for _ in range(args.repeats):
             for name in order:
-                runs[name].append(scale_up(session, config, dirs, name, args.timeout))
+                runs[name].append(scale_up(session, config, dirs, name, args.timeout, tuple(order)))
                 logger.info("%s: %s", name, {k: round(v, 2) for k, v in runs[name][-1].items()})
                 time.sleep(2.0)  # the old second replica drains and exits
     out["runs"] = runs
     out["results"] = {n: _median(r) for n, r in runs.items()}
-    out["minus_floor"] = minus_floor(out["results"])
+    out["minus_floor"] = minus_floor(out["results"]) if "floor" in out["results"] else {}
     out["machine_after"] = machine_info()
     print(_table(out["results"], out["minus_floor"]))
     print(json.dumps(out))

@@ -58,10 +58,16 @@ def rate_timeline(times: list[float], start: float, end: float) -> list[tuple[fl
 
 
 def time_to_fraction(
-    timeline: list[tuple[float, float]], capacity: float, fraction: float = 0.9
+    timeline: list[tuple[float, float]], capacity: float, fraction: float = 0.9, sustain_s: float = 2.0
 ) -> float | None:
-    """First t whose trailing-window rate reaches `fraction` x `capacity`; None if never."""
-    return next((t for t, rate in timeline if rate >= fraction * capacity), None)
+    """First t from which at least 80% of the windows over the next `sustain_s` reach `fraction` x
+    `capacity`: a lasting level, not one lucky window (nor lost to one unlucky one); None if never."""
+    level = fraction * capacity
+    for i, (t, rate) in enumerate(timeline):
+        ahead = sorted(r for u, r in timeline[i:] if u <= t + sustain_s)
+        if rate >= level and timeline[-1][0] >= t + sustain_s and ahead[len(ahead) // 5] >= level:
+            return t
+    return None
 
 
 def _step(
@@ -75,9 +81,10 @@ def _step(
     try:
         for load in loads:
             load.add(1)
+        spiking.prepare(users)
         time.sleep(warm_s)
         step_at = time.time()
-        spiking.add(users)
+        spiking.start()
         time.sleep(hold_s)
         end = time.time()
     finally:

@@ -109,3 +109,29 @@ def test_clone_keeps_a_module_registered_twice_as_one():
     clone = tree_cloner(torch.nn.Sequential(shared, torch.nn.ReLU(), shared))()
     assert clone[0] is clone[2] and clone[0] is not shared
     assert clone[0].weight is shared.weight
+
+
+def test_populate_maps_shared_pages_without_changing_them(tmp_path):
+    """Like the object store's: a shared-memory file mapped but not yet read. Populating it puts
+    its pages in this process's page tables (RSS grows by the shared pages) and changes no byte."""
+    import mmap
+    import os
+
+    import numpy as np
+    import psutil
+
+    from loading.zerocopy import populate_arena_
+
+    size = 32 << 20
+    path = f"/dev/shm/bertserve-test-{os.getpid()}"
+    with open(path, "wb+") as f:
+        f.truncate(size)
+        f.write(b"\x07" * size)
+        f.flush()
+        mapping = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+    os.unlink(path)
+    arena = np.frombuffer(mapping, dtype=np.uint8)
+    before = psutil.Process().memory_full_info().shared
+    assert populate_arena_(arena) is True  # Linux >= 5.14
+    assert psutil.Process().memory_full_info().shared - before > 0.9 * size
+    assert int(arena[:: 1 << 20].sum()) == 7 * 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.replica_floor import FIGURES, minus_floor, reference_apps
+from loadtest.replica_floor import FIGURES, _median, minus_floor, reference_apps
 
 
 def _row(value: float) -> dict[str, float]:
@@ -33,3 +33,11 @@ def test_reference_apps_are_fixed_size_and_point_at_the_model(replicas):
         (deployment,) = app["deployments"]
         assert deployment["num_replicas"] == replicas
         assert "autoscaling_config" not in deployment
+
+
+def test_median_counts_the_runs_on_a_spare_worker():
+    runs = [_row(v) | {"pid": 1, "on_spare_worker": v < 5} for v in (1.0, 8.0, 2.0)]
+    medians = _median(runs)
+    assert medians["decision_to_200_s"] == pytest.approx(2.0)
+    assert medians["on_spare_worker"] == 2
+    assert "pid" not in medians

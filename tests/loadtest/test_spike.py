@@ -19,10 +19,12 @@ def test_rate_timeline_counts_answers_in_the_trailing_window():
     assert rates[3.5] == pytest.approx(40, abs=2.5)
 
 
-def test_time_to_fraction_is_the_first_window_at_the_share():
-    timeline = [(0.5, 5.0), (0.6, 20.0), (0.7, 45.0), (0.8, 50.0), (0.9, 30.0)]
-    assert time_to_fraction(timeline, 50.0) == 0.7  # 45 >= 0.9 x 50
-    assert time_to_fraction(timeline, 50.0, fraction=1.0) == 0.8
+def test_time_to_fraction_is_the_first_lasting_level_at_the_share():
+    ramp = [(0.5, 5.0), (0.6, 20.0), (0.7, 60.0), (0.8, 10.0), (0.9, 10.0)]  # one lucky window at 0.7
+    steady = [(round(1.0 + i / 10, 1), 30.0 if i == 5 else 48.0) for i in range(30)]  # one dip at 1.5
+    timeline = ramp + steady
+    assert time_to_fraction(timeline, 50.0, sustain_s=1.0) == 1.0  # 48 >= 0.9 x 50, and it lasts
+    assert time_to_fraction(timeline, 50.0, fraction=1.0, sustain_s=1.0) is None
     assert time_to_fraction(timeline, 100.0) is None
 
 
