@@ -76,8 +76,11 @@ ON_DEMAND_SELECTORS = {
 REPLICA_MEMORY_BYTES = 400 * 2**20
 # Raylet, dashboard agent, Serve proxy, and the shared libraries (torch, ~0.3 GiB) every replica maps
 # once per pod; the head adds GCS, dashboard, Serve controller and model store.
-WORKER_BASE_MEMORY_BYTES = 1024 * 2**20
-HEAD_MEMORY_BYTES = 2048 * 2**20
+# Plus the one idle, pre-imported spare worker each node keeps for its next replica
+# (deployments/warm_worker.py; 231 MiB USS measured, docs/SCALING.md).
+SPARE_WORKER_MEMORY_BYTES = 240 * 2**20
+WORKER_BASE_MEMORY_BYTES = 1024 * 2**20 + SPARE_WORKER_MEMORY_BYTES
+HEAD_MEMORY_BYTES = 2048 * 2**20 + SPARE_WORKER_MEMORY_BYTES
 _MEMORY_UNITS = {
     "": 1,
     "k": 1e3,

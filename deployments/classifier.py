@@ -122,7 +122,7 @@ class Classifier:
             "open access" if api_keys is None else f"{len(api_keys.digests)} API keys",
         )
         # A spare worker, already imported, for this node's next replica (~1 s start, not ~8 s);
-        # on a thread: the raylet RPC takes 30-80 ms. docs/SCALING.md "Warm workers".
+        # on a thread, seconds later: docs/SCALING.md "Warm workers".
         keep_spare_worker_in_background()
 
     def reconfigure(self, config: dict[str, Any]) -> None:

@@ -110,6 +110,9 @@ class Pool:
         # Every variant's store references in one round trip, and its pages mapped: an attach is
         # then local work only, and a first forward pass takes no page faults.
         prefetch(self.model_dirs, map_pages=True)
+        # One attach now, dropped: the first in a process pays ~4 ms of first-time code paths.
+        variant = next(iter(self.model_dirs))
+        attach(variant, self.model_dirs[variant], keep_for_reattach=False, int8_kernel=args.int8_kernel)
         Int8Kernel(args.int8_kernel).resolve()  # `auto`'s probe (20-40 ms) now, not at an attach
 
         # Per instance, so that `max_models` comes from the args (the decorator's count is fixed
@@ -133,7 +136,7 @@ class Pool:
         pool_api.state.api_keys = api_keys
         logger.info("pool replica %s ready for %s", self.replica_id, sorted(self.model_dirs))
         # A spare worker, already imported, for this node's next replica (~1 s start, not ~8 s);
-        # on a thread: the raylet RPC takes 30-80 ms. docs/SCALING.md "Warm workers".
+        # on a thread, seconds later: docs/SCALING.md "Warm workers".
         keep_spare_worker_in_background()
 
     def reconfigure(self, config: dict[str, Any]) -> None:

@@ -81,7 +81,7 @@ def test_the_opt_out_asks_nothing(monkeypatch):
 
     monkeypatch.setattr(warm_worker, "_ask_unless_spare", fail)
     assert keep_spare_worker() is False
-    thread = warm_worker.keep_spare_worker_in_background(every_s=0.01)
+    thread = warm_worker.keep_spare_worker_in_background(every_s=0.01, first_after_s=0)
     thread.join(timeout=10)
     assert not thread.is_alive()
 
