@@ -29,15 +29,13 @@ from deployments.protocol import (
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
 from loading.machine import process_start_time
-from loading.memory import trim_heap
+from loading.memory import IdleTrim, trim_heap
 from loading.predict import Prediction, Predictor
 from loading.store import attach, import_model_code, load_from_disk, set_threads
 
 __all__ = ["ClassifierArgs", "Classifier", "app_builder"]
 
 logger = logging.getLogger(__name__)
-
-TRIM_AFTER_IDLE_S = 0.5  # return freed heap to the OS after this long without a batch
 
 
 class ClassifierArgs(ServingLimits):
@@ -103,7 +101,7 @@ class Classifier:
             "first_inference_ms": None,
         }
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self._trim: asyncio.TimerHandle | None = None
+        self._trim = IdleTrim(after_s=0.5)  # freed heap back to the OS once idle for 0.5 s
         api.state.headers = {
             "x-replica-id": self.replica_id,
             "x-variant": args.variant,
@@ -138,9 +136,7 @@ class Classifier:
         predictions = self._predict(texts)
         # Hand freed activations back to the OS once the replica goes idle, not after every batch
         # (trimming costs 2-3% when batches follow each other): idle replicas stay small.
-        if self._trim is not None:
-            self._trim.cancel()
-        self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_IDLE_S, trim_heap)
+        self._trim.touch()
         return [p.to_dict() for p in predictions]
 
     def _predict(self, texts: list[str]) -> list[Prediction]:

@@ -35,7 +35,7 @@ from deployments.protocol import (
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
 from loading.machine import process_start_time
-from loading.memory import trim_heap
+from loading.memory import IdleTrim
 from loading.predict import Predictor
 from loading.store import (
     AttachedModel,
@@ -51,7 +51,6 @@ __all__ = ["Pool", "PoolArgs", "app_builder"]
 
 logger = logging.getLogger(__name__)
 
-TRIM_AFTER_IDLE_S = 0.5  # as the per-variant app: hand freed activations back once idle
 _MULTIPLEX_ATTR = "__serve_multiplex_wrapper"  # where Serve keeps a multiplexed loader's LRU cache
 
 
@@ -129,7 +128,7 @@ class Pool:
             "init_started": init_started,
             "ready": time.time(),
         }
-        self._trim: asyncio.TimerHandle | None = None
+        self._trim = IdleTrim(after_s=0.5)  # freed heap back to the OS once idle for 0.5 s
         pool_api.state.headers = {"x-replica-id": self.replica_id}
         pool_api.state.max_body_bytes = args.max_body_bytes
         pool_api.state.body_timeout_s = args.body_timeout_s
@@ -208,9 +207,7 @@ class Pool:
             predictions = held.predictor.predict([items[i][1] for i in indices], len(indices))
             for i, p in zip(indices, predictions, strict=True):
                 results[i] = p.to_dict()
-        if self._trim is not None:
-            self._trim.cancel()
-        self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_IDLE_S, trim_heap)
+        self._trim.touch()
         return results
 
     async def _classify(self, variant: str, request: ClassifyRequest, response: Response) -> dict[str, Any]:

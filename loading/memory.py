@@ -10,11 +10,12 @@ docs/COMPRESSION.md). Forcing large blocks onto mmap (`MALLOC_MMAP_THRESHOLD_`) 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import functools
 
-__all__ = ["trim_heap"]
+__all__ = ["IdleTrim", "trim_heap"]
 
 
 @functools.cache
@@ -31,3 +32,20 @@ def trim_heap() -> bool:
         return False
     trim(0)
     return True
+
+
+class IdleTrim:
+    """`trim_heap` once the process has been idle `after_s`: call `touch()` after every batch.
+
+    Trimming after each batch costs 2-3% when batches follow each other; after a pause it is free.
+    Runs on the caller's event loop.
+    """
+
+    def __init__(self, after_s: float = 0.5) -> None:
+        self.after_s = after_s
+        self._timer: asyncio.TimerHandle | None = None
+
+    def touch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self.after_s, trim_heap)

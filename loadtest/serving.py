@@ -63,13 +63,7 @@ def app_entry(
     apps = variant_apps(config)
     if variant not in apps:
         raise SystemExit(f"variant {variant!r} is not in the Serve config; it has {sorted(apps)}")
-    app = copy.deepcopy(apps[variant])
-    app["args"].update(args)
-    if replicas is not None:
-        for deployment in app.get("deployments", []):
-            deployment.pop("autoscaling_config", None)
-            deployment["num_replicas"] = replicas
-    return app
+    return _edited(apps[variant], replicas, args)
 
 
 def pool_entry(config: dict[str, Any], *, replicas: int | None = None, **args: Any) -> dict[str, Any]:
@@ -77,7 +71,11 @@ def pool_entry(config: dict[str, Any], *, replicas: int | None = None, **args: A
     pools = [a for a in config["applications"] if a.get("import_path", "").startswith("deployments.pool:")]
     if not pools:
         raise SystemExit("the Serve config has no warm pool application (import_path deployments.pool)")
-    app = copy.deepcopy(pools[0])
+    return _edited(pools[0], replicas, args)
+
+
+def _edited(app: dict[str, Any], replicas: int | None, args: dict[str, Any]) -> dict[str, Any]:
+    app = copy.deepcopy(app)
     app["args"].update(args)
     if replicas is not None:
         for deployment in app.get("deployments", []):
