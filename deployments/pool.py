@@ -109,10 +109,10 @@ class Pool:
         # Every variant's store references in one round trip, and its pages mapped: an attach is
         # then local work only, and a first forward pass takes no page faults.
         prefetch(self.model_dirs, map_pages=True)
-        # One attach now, dropped: the first in a process pays ~4 ms of first-time code paths.
-        variant = next(iter(self.model_dirs))
-        attach(variant, self.model_dirs[variant], keep_for_reattach=False, int8_kernel=args.int8_kernel)
         Int8Kernel(args.int8_kernel).resolve()  # `auto`'s probe (20-40 ms) now, not at an attach
+        # One attach now, dropped: the first in a process pays ~4 ms of first-time code paths.
+        first = next(iter(self.model_dirs))
+        attach(first, self.model_dirs[first], keep_for_reattach=False, **self._kernels())
 
         # Per instance, so that `max_models` comes from the args (the decorator's count is fixed
         # when it is applied). A plain function: Serve keeps its LRU cache as an attribute of the
@@ -145,13 +145,8 @@ class Pool:
 
     async def _attach(self, variant: str) -> _Held:
         """Serve's multiplexed loader: attach `variant`, then drop the least recent past the budget."""
-        attached = attach(
-            variant,
-            self.model_dirs[variant],
-            int8_kernel=self.args.int8_kernel,
-            sparse_kernel=self.args.sparse_kernel,
-            keep_for_reattach=False,  # a template is made after the answer, below
-        )
+        # No template now: one is made after the answer, below.
+        attached = attach(variant, self.model_dirs[variant], keep_for_reattach=False, **self._kernels())
         # Off this request's path: the next attach of this variant here is then a clone (<1 ms).
         asyncio.get_running_loop().call_soon(keep_template_, attached)
         held = _Held(variant, attached, Predictor(attached.model, attached.tokenizer, self.args.max_tokens))
@@ -164,6 +159,9 @@ class Pool:
             attached.private_bytes / 1e6,
         )
         return held
+
+    def _kernels(self) -> dict[str, Any]:
+        return {"int8_kernel": self.args.int8_kernel, "sparse_kernel": self.args.sparse_kernel}
 
     def _cache(self) -> Any:
         """Serve's multiplexed cache (`models`: an LRU-ordered dict), made at the first request."""
