@@ -42,8 +42,9 @@ from evaluation.shards import (
 )
 from loading.artifact import ArtifactError, read_variant_info, resolve_model_dir
 from loading.machine import machine_info, set_bench_env
+from loading.model_store import model_store
 from loading.predict import MAX_PADDING
-from loading.store import Int8Kernel, SparseKernel, model_store
+from loading.store import Int8Kernel, SparseKernel
 from training.data import LabelledTable
 
 __all__ = ["JobConfig", "ShardDone", "WorkerLostError", "main", "run_job"]

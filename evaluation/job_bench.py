@@ -28,8 +28,8 @@ from evaluation.data import DataSpec, load_eval_data
 from evaluation.job import JobConfig, _ensure_ray, run_job
 from loading.artifact import load_tokenizer, resolve_model_dir
 from loading.machine import machine_info
+from loading.model_store import model_store
 from loading.predict import Predictor
-from loading.store import model_store
 
 __all__ = ["main", "measure_bert_base", "measure_job", "repeated_rows"]
 
@@ -86,7 +86,7 @@ def measure_job(spec: DataSpec, variant: str, workers: int, args: argparse.Names
 def _plain_worker(model_dir: str, texts: list[str], batch_size: int, barrier: Any, results: Any) -> None:
     """One plain process (no Ray): load, wait for the others, then time predicting `texts`."""
     torch.set_num_threads(1)
-    from loading.artifact import load_model
+    from loading.checkpoint import load_model
 
     predictor = Predictor(load_model(model_dir), load_tokenizer(model_dir))
     predictor.probabilities(texts[:batch_size], batch_size)  # warm-up

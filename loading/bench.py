@@ -197,7 +197,8 @@ def _prepare(name: str, out_dir: Path) -> _Prepared:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
     from transformers import BertForSequenceClassification as Bert
 
-    from loading.artifact import WEIGHTS_FILE, default_encoder_dir, load_model, save_artifact
+    from loading.artifact import WEIGHTS_FILE, default_encoder_dir, save_artifact
+    from loading.checkpoint import load_model
 
     minilm = default_encoder_dir()
     torch.manual_seed(0)
@@ -290,7 +291,7 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     """Prepare the models, start Ray and the store, time every run; return the JSON-ready result."""
     import ray
 
-    from loading.store import model_store
+    from loading.model_store import model_store
 
     set_bench_env()
     _import_model_code()  # also quiets the load reports of building the models

@@ -27,11 +27,11 @@ from loading.artifact import (
     COMPRESSED_METHOD,
     ArtifactError,
     VariantInfo,
-    load_model,
     load_tokenizer,
     save_artifact,
     verify_artifact,
 )
+from loading.checkpoint import load_model
 
 __all__ = ["build_variants", "main"]
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from loading.artifact import check_tensor_names, load_tokenizer, resolve_model_dir, verify_artifact
+from loading.artifact import load_tokenizer, resolve_model_dir, verify_artifact
+from loading.checkpoint import check_tensor_names
 
 __all__ = ["check_config", "main"]
 

@@ -335,7 +335,7 @@ def measure_model(
 
     from loading.artifact import read_variant_info
     from loading.build import build_variants
-    from loading.store import model_store
+    from loading.model_store import model_store
 
     if not ray.is_initialized():
         raise RuntimeError("measure_model needs a running Ray session (ray.init first)")
@@ -495,7 +495,8 @@ def run_benchmark(cfg: VariantBenchConfig, out_dir: str | Path) -> dict[str, Any
     import ray
     import transformers
 
-    from loading.store import SparseKernel, model_store
+    from loading.model_store import model_store
+    from loading.store import SparseKernel
 
     set_bench_env()
     transformers.utils.logging.set_verbosity_error()

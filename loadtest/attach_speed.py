@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 def measure(model_dirs: dict[str, str], actors: int) -> dict[str, Any]:
     import ray
 
-    from loading.store import model_store
+    from loading.model_store import model_store
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="attach")
     try:

@@ -289,7 +289,7 @@ def store_kill(run: _Run) -> dict[str, Any]:
     """Kill the model store (restarted, then for good) while 2 replicas serve; then scale to 3 and 4."""
     import ray
 
-    from loading.store import STORE_NAME, STORE_NAMESPACE
+    from loading.model_store import STORE_NAME, STORE_NAMESPACE
 
     cfg = run.cfg
     start = time.time()

@@ -80,14 +80,14 @@ class ScenarioConfig:
 def place_store_on_head(head: LocalNode, variant: str, model_dir: str) -> dict[str, Any]:
     """Create the model store pinned to the head (before any replica asks for it) and store `variant`.
 
-    Same name, namespace and lifetime as `loading.store.model_store()`, so every later call there
+    Same name, namespace and lifetime as `loading.model_store.model_store()`, so every later call there
     gets this actor; `NodeAffinitySchedulingStrategy(soft=False)` keeps it (and its restarts) on the
     head, so the weights' owner never lives on a node that can be reclaimed.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from loading.store import STORE_NAME, STORE_NAMESPACE, ModelStore
+    from loading.model_store import STORE_NAME, STORE_NAMESPACE, ModelStore
 
     store = ModelStore.options(
         name=STORE_NAME,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deployments.ingress import free_port
-from loading.artifact import load_model, load_tokenizer
+from loading.artifact import load_tokenizer
+from loading.checkpoint import load_model
 from loading.predict import Predictor
 
 # Small limits so that tests reach them with small bodies.

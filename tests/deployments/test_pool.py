@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from loading.artifact import load_model, load_tokenizer, save_artifact
+from loading.artifact import load_tokenizer, save_artifact
+from loading.checkpoint import load_model
 from loading.predict import Predictor
 from tests.conftest import tiny_classifier
 

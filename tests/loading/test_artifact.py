@@ -13,11 +13,11 @@ from loading.artifact import (
     ArtifactError,
     VariantInfo,
     folder_bytes,
-    load_model,
     read_variant_info,
     save_artifact,
     verify_artifact,
 )
+from loading.checkpoint import load_model
 from tests.conftest import tiny_classifier
 
 

@@ -24,17 +24,10 @@ from compression import (
     to_dynamic_quant_,
     to_int8_linear,
 )
-from loading.artifact import (
-    VARIANT_FILE,
-    WEIGHTS_FILE,
-    ArtifactError,
-    check_tensor_names,
-    content_hash,
-    load_model,
-    resolve_model_dir,
-)
+from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, ArtifactError, content_hash, resolve_model_dir
 from loading.bert import BertConfig, BertForSequenceClassification, checkpoint_names
 from loading.build import build_variants
+from loading.checkpoint import check_tensor_names, load_model
 from loading.preflight import check_config
 from tests.conftest import minilm_dir, tiny_classifier
 
@@ -308,7 +301,7 @@ _REPLICA = """
 import pickle, sys
 import torch
 import deployments.classifier  # what a replica process imports
-from loading.artifact import load_model
+from loading.checkpoint import load_model
 from loading.predict import Predictor
 from loading.store import import_model_code
 from loading.zerocopy import replace_tensors_

@@ -21,4 +21,3 @@ def test_idle_trim_runs_once_after_the_last_touch(monkeypatch):
         assert len(calls) == 1
 
     asyncio.run(batches())
-

@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from loading.artifact import load_model, load_tokenizer
+from loading.artifact import load_tokenizer
+from loading.checkpoint import load_model
 from loading.predict import Predictor, plan_passes
 
 

@@ -58,7 +58,7 @@ def _remote_probe(ray, variant, model_dir, texts):
 
 
 def test_attach_is_bit_identical_and_maps_shared_memory(ray_session, tiny_artifact, tokenizer):
-    from loading.artifact import load_model
+    from loading.checkpoint import load_model
 
     result = _remote_probe(ray_session, "tiny", str(tiny_artifact), TEXTS)
     model = load_model(tiny_artifact)
@@ -70,7 +70,7 @@ def test_attach_is_bit_identical_and_maps_shared_memory(ray_session, tiny_artifa
 
 
 def test_store_keeps_one_copy_per_variant(ray_session, tiny_artifact):
-    from loading.store import model_store
+    from loading.model_store import model_store
 
     _remote_probe(ray_session, "tiny", str(tiny_artifact), TEXTS)
     store = model_store()

@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from compression import SparseLinear, build_variant, parse_variant, to_int8_linear
-from loading.artifact import (
-    WEIGHTS_FILE,
-    ArtifactError,
-    folder_bytes,
-    load_model,
-    load_tokenizer,
-    read_variant_info,
-)
+from loading.artifact import WEIGHTS_FILE, ArtifactError, folder_bytes, load_tokenizer, read_variant_info
 from loading.build import build_variants, main
+from loading.checkpoint import load_model
 from loading.zerocopy import extract_tensors
 
 NAMES = ["quant", "pruned-50", "pruned-quant-50"]

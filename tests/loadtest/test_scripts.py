@@ -93,7 +93,8 @@ def test_throughput_quick_compares_served_plain_and_pipeline():
 
 
 def test_padding_bench_times_every_setting(tiny_artifact):
-    from loading.artifact import load_model, load_tokenizer
+    from loading.artifact import load_tokenizer
+    from loading.checkpoint import load_model
     from loading.predict import Predictor
     from loadtest.padding_bench import texts_per_s
     from loadtest.throughput import random_texts

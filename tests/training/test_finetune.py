@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, load_model, load_tokenizer
+from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, load_tokenizer
+from loading.checkpoint import load_model
 from tests.conftest import tiny_classifier
 from training.finetune import FinetuneConfig, main
 
