@@ -155,7 +155,7 @@ def test_bert_loads_as_our_module_and_other_types_through_transformers(tmp_path,
     save_artifact(tiny_classifier(), tokenizer, tmp_path / "bert")
     save_artifact(_tiny_distilbert(), tokenizer, tmp_path / "distil")
     assert isinstance(load_model(tmp_path / "bert"), BertForSequenceClassification)
-    with caplog.at_level("INFO", logger="loading.artifact"):
+    with caplog.at_level("INFO", logger="loading.checkpoint"):
         other = load_model(tmp_path / "distil")
     assert type(other).__name__ == "DistilBertForSequenceClassification"
     assert "'distilbert' is not BERT; loading it with transformers" in caplog.text
