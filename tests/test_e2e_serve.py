@@ -40,7 +40,8 @@ def served():
     try:
         while time.monotonic() - started < 180:
             try:
-                if all(httpx.get(f"{HOST}/{v}/healthz", timeout=2).status_code == 200 for v in VARIANTS):
+                routes = [*VARIANTS, "pool"]
+                if all(httpx.get(f"{HOST}/{r}/healthz", timeout=2).status_code == 200 for r in routes):
                     break
             except httpx.HTTPError:
                 pass
@@ -83,3 +84,18 @@ def test_every_variant_answers_and_says_how_it_was_loaded(served, variant):
     assert r.headers["x-weights-loaded-from"].startswith("object-store-zero-copy")
     health = httpx.get(f"{HOST}/{variant}/healthz", timeout=10).json()
     assert health["variant"] == variant and health["arena_bytes"] > 0
+
+
+def test_the_warm_pool_serves_every_variant_as_its_own_app_does(served):
+    text = {"text": "I cannot sleep before my exam."}
+    for variant in VARIANTS:
+        own = httpx.post(f"{HOST}/{variant}/classify", json=text, timeout=60)
+        pooled = httpx.post(f"{HOST}/pool/{variant}/classify", json=text, timeout=60)
+        assert pooled.status_code == 200, pooled.text
+        assert pooled.headers["x-variant"] == variant
+        for a, b in zip(own.json()["predictions"], pooled.json()["predictions"], strict=True):
+            assert a["label"] == b["label"]
+            for label, p in a["probabilities"].items():
+                assert abs(b["probabilities"][label] - p) < 1e-4, (variant, label)
+    unknown = httpx.post(f"{HOST}/pool/nope/classify", json=text, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["available"] == sorted(VARIANTS)
