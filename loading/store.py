@@ -172,12 +172,13 @@ def _attach(
             store_wait_ms=0.0,
             loaded_from=template.loaded_from + "+process-mapping",
         )
-    refs = _store_refs(key)
+    _store_refs(key)  # the store round trip, timed on its own (once per process and variant)
     store_wait_ms = (time.perf_counter() - start) * 1e3
-    bundle, arena = _get_mapped(key, refs, protect)
+    arena = _map_arena(key, protect)
+    bundle: Bundle = ray.get(_refs[key]["bundle"])  # a fresh skeleton: earlier ones are live models
     tokenizer = _tokenizer(_refs[key]["tokenizer"]) if with_tokenizer else None
     model = bundle.skeleton.module
-    replace_tensors_(bundle.skeleton, arena)  # protected (or not) once per process: `_get_mapped`
+    replace_tensors_(bundle.skeleton, arena)  # protected (or not) once per process: `_map_arena`
     loaded_from = "object-store-zero-copy" + _apply_kernels_(model, int8_kernel, sparse_kernel)
     attach_ms = (time.perf_counter() - start) * 1e3
     attached = AttachedModel(
@@ -233,10 +234,7 @@ def prefetch(model_dirs: dict[str, str | os.PathLike], *, map_pages: bool = Fals
         key = (variant, d)
         _tokenizer(_refs[key]["tokenizer"])
         if map_pages and key not in _mapped:
-            arena = ray.get(_refs[key]["arena"])
-            protect_arena_(arena)
-            populate_arena_(arena)
-            _mapped[key] = (arena, True, _refs[key])
+            populate_arena_(_map_arena(key, protect=True))
 
 
 def import_model_code(model_dir: str | os.PathLike) -> float:
@@ -295,18 +293,19 @@ def load_from_disk(
     tokenizer = TextEncoder.from_pretrained_tokenizer(load_tokenizer(model_dir))
     loaded_from = "disk" + _apply_kernels_(model, Int8Kernel(int8_kernel), SparseKernel(sparse_kernel))
     return AttachedModel(
-        model, tokenizer, info, (time.perf_counter() - start) * 1e3, 0.0, _private_bytes(model), loaded_from
+        model, tokenizer, info, (time.perf_counter() - start) * 1e3, 0.0, _bytes_outside(model), loaded_from
     )
 
 
-def _bytes_outside(model: nn.Module, arena: Any) -> int:
-    """Bytes of `model`'s tensors that do not view `arena`: the private copies kernels made.
+def _bytes_outside(model: nn.Module, arena: Any = None) -> int:
+    """Bytes of the distinct storages behind `model`'s tensors that do not view `arena`: the private
+    copies kernels made, or with no arena everything a disk load holds.
 
     FBGEMM's packed int8 weights hide in a script object; they are counted from the layer's shape
     (int8 weight + fp32 bias) rather than unpacked, which would copy them.
     """
-    lo = arena.ctypes.data
-    hi = lo + arena.nbytes
+    lo = arena.ctypes.data if arena is not None else 0
+    hi = lo + arena.nbytes if arena is not None else 0
     total = 0
     seen: set[int] = set()
     for module in model.modules():
@@ -321,23 +320,6 @@ def _bytes_outside(model: nn.Module, arena: Any) -> int:
                 seen.add(ptr)
                 total += storage.nbytes()
     return total
-
-
-def _private_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the distinct storages behind `model`'s state: what a disk load holds privately.
-
-    A dynamic-int8 Linear's state holds its packed (weight, bias) pair and a dtype, not one tensor.
-    """
-    storages: dict[int, int] = {}
-    pending = list(model.state_dict().values())
-    while pending:
-        item = pending.pop()
-        if isinstance(item, (tuple, list)):
-            pending.extend(item)
-        elif isinstance(item, torch.Tensor):
-            storage = item.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
 
 
 _store: list[ray.actor.ActorHandle] = []  # per process: the store's handle, looked up once
@@ -356,24 +338,23 @@ def forget_attached() -> None:
     _mapped.clear()
 
 
-def _get_mapped(key: tuple[str, str], refs: dict[str, Any], protect: bool) -> tuple[Bundle, Any]:
-    """A fresh skeleton bundle and the variant's arena, mapped (and protected) once per process."""
+def _map_arena(key: tuple[str, str], protect: bool) -> Any:
+    """The variant's arena in this process: fetched, and protected if asked, once per process."""
+    refs = _store_refs(key)
     mapped = _mapped.get(key)
-    if mapped is not None and mapped[2] is refs:
-        arena, protected, _ = mapped
-        bundle = ray.get(refs["bundle"])  # a new skeleton to fill: the first one is a live model
-    else:
+    if mapped is None or mapped[2] is not refs:
         try:
-            bundle, arena = ray.get([refs["bundle"], refs["arena"]])
+            arena = ray.get(refs["arena"])
         except ray.exceptions.ObjectLostError:  # the store was restarted: its old objects are gone
             refs = _store_refs(key, refresh=True)
-            bundle, arena = ray.get([refs["bundle"], refs["arena"]])
-        protected = False
+            arena = ray.get(refs["arena"])
+        mapped = (arena, False, refs)
+    arena, protected, refs = mapped
     if protect and not protected:
         protect_arena_(arena)
         protected = True
     _mapped[key] = (arena, protected, refs)
-    return bundle, arena
+    return arena
 
 
 def _call_store(method: str, *args: Any) -> Any:
