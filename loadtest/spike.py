@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--quick", action="store_true", help="short phases (a few minutes in all)")
+    parser.add_argument("--switching-only", action="store_true", help="skip the spike, time switching only")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
     args = parser.parse_args(argv)
     if (
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.warm_s, args.hold_s, args.repeats, args.switch_variants = 5.0, 12.0, 5, 3
     bert_base = Path(args.bert_base) if args.bert_base else None
+    if args.switching_only and bert_base is None:
+        parser.error("--switching-only needs a --bert-base folder (it times switching between its copies)")
     if bert_base is not None and not (bert_base / "config.json").is_file():
         if bert_base.exists():
             parser.error(f"--bert-base {bert_base}: not a model folder (no config.json)")
@@ -260,13 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     with ServeSession(load_serve_config(args.config), port=args.port) as session:
-        result["spike"] = spike(session, args.variant, args.users, args.warm_s, args.hold_s)
-        for name, run in (("pool", result["spike"]["pool"]), ("own app", result["spike"]["own_app"])):
-            print(
-                f"{name}: {run['steady_rps']:.1f} req/s steady, 90% of the pool's capacity after "
-                f"{run['time_to_90pct_of_pool_capacity_s']} s, {len(run['replica_first_answer_s'])} replicas "
-                f"served the step, {run['failed']} failed"
-            )
+        if not args.switching_only:
+            result["spike"] = spike(session, args.variant, args.users, args.warm_s, args.hold_s)
+            for name, run in (("pool", result["spike"]["pool"]), ("own app", result["spike"]["own_app"])):
+                print(
+                    f"{name}: {run['steady_rps']:.1f} req/s steady, 90% of the pool's capacity after "
+                    f"{run['time_to_90pct_of_pool_capacity_s']} s, {len(run['replica_first_answer_s'])} "
+                    f"replicas served the step, {run['failed']} failed"
+                )
         if bert_base is not None:
             result["switching"] = switching(
                 session, bert_base, variants=args.switch_variants, repeats=args.repeats

@@ -35,3 +35,6 @@ def test_bad_arguments_are_cli_errors(capsys):
     with pytest.raises(SystemExit):
         main(["--bert-base", "/"])
     assert "not a model folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--switching-only", "--bert-base", ""])
+    assert "--switching-only needs" in capsys.readouterr().err
