@@ -23,14 +23,14 @@ install: $(STAMP)
 
 artifacts: install  ## fine-tune artifacts/base and build the served variants, unless already there
 	$(PY) -m training.finetune --if-missing
-	$(PY) -m compression build --model artifacts/base --variants quant,pruned-75,pruned-quant-75 --if-missing
+	$(PY) -m loading.build --model artifacts/base --variants quant,pruned-75,pruned-quant-75 --if-missing
 
 serve: artifacts  ## serve every variant in serve_config.yaml on 127.0.0.1:8000 (foreground)
-	$(PY) -m loading.preflight serve_config.yaml
-	$(PY) -m deployments.ingress serve_config.yaml  # = serve run, HTTP through HAProxy (deployments/ingress.py)
+	$(PY) -m deployments.preflight serve_config.yaml
+	$(PY) -m deployments.run serve_config.yaml  # = serve run, HTTP through HAProxy (deployments/run.py)
 
 preflight: install  ## check serve_config.yaml's args and artifacts (hashes, tokenizers) before a deploy
-	$(PY) -m loading.preflight serve_config.yaml
+	$(PY) -m deployments.preflight serve_config.yaml
 
 test: install  ## the default suite (fast; no fine-tuning)
 	$(PY) -m pytest -q
@@ -45,35 +45,35 @@ format: install
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 bench: install  ## loading benchmark (docs/BENCHMARKS.md)
-	$(PY) -m loading.bench --json
+	$(PY) -m benchmarks.load_speed --json
 
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
 .PHONY: evaluate sweep coldstart spike throughput autoscale preemption cost faults soak
 coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
-	$(PY) -m loadtest.coldstart --json
+	$(PY) -m benchmarks.coldstart --json
 
 spike: artifacts  ## a spike on one variant: the warm pool vs its own app; switching variants (docs/SCALING.md)
-	$(PY) -m loadtest.spike --json
+	$(PY) -m benchmarks.spike --json
 
 throughput: artifacts  ## served req/s and p50/95/99 of each variant vs the same model unserved and an HF pipeline
-	$(PY) -m loadtest.throughput --json --plot reports/throughput_vs_users.png
+	$(PY) -m benchmarks.throughput --json --plot reports/throughput_vs_users.png
 
 autoscale: artifacts  ## base under a step load: replicas up, new capacity serving, back down (docs/BENCHMARKS.md)
-	$(PY) -m loadtest.autoscale --json --plot reports/autoscale_timeline.png
+	$(PY) -m benchmarks.autoscale --json --plot reports/autoscale_timeline.png
 
 preemption: artifacts  ## local head + 2 spot nodes: a node killed and one drained under load (docs/PREEMPTION.md)
-	$(PY) -m loadtest.preemption --json
+	$(PY) -m benchmarks.preemption --json
 
 cost: install  ## USD/year and per million requests per variant, on demand vs spot, from recorded measurements (docs/COST.md)
-	$(PY) -m loadtest.cost
+	$(PY) -m benchmarks.cost
 
 faults: artifacts  ## a replica and the model store killed under load, corrupt artifacts deployed (docs/RELIABILITY.md)
-	$(PY) -m loadtest.faults --json
+	$(PY) -m benchmarks.faults --json
 
 soak: artifacts  ## 10 minutes of steady load: failures, p50/95/99, replica memory start vs end (docs/RELIABILITY.md)
-	$(PY) -m loadtest.soak --json --users 4
+	$(PY) -m benchmarks.soak --json --users 4
 
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
 	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
@@ -86,4 +86,4 @@ clean:
 
 .PHONY: floor
 floor: artifacts  ## a new replica of ours vs a torch-only floor and the docs' pipeline replica: start s, USS (docs/SCALING.md)
-	$(PY) -m loadtest.replica_floor --json
+	$(PY) -m benchmarks.replica_floor --json

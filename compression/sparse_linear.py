@@ -7,7 +7,7 @@ a pruned model takes its sparse size in serving memory, not its dense size.
 
 Each forward decodes the weight into a transient dense tensor and calls `F.linear`: the same weights
 and the same kernel as the dense pruned model, so the outputs are bit-identical. Decoding a 3072x768
-layer at 75% sparsity costs 7-10 ms on one thread (`python -m compression.sparse_bench`): small next
+layer at 75% sparsity costs 7-10 ms on one thread (`python -m benchmarks.sparse_kernels`): small next
 to the layer's matmul for 32x128 tokens (~270 ms), but 2-3x the matmul for one 32-token text (3.6
 ms). `densify_` trades the shared compact form for private dense layers (`nn.Linear` / `Int8Linear`)
 when that speed matters.

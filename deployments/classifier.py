@@ -18,7 +18,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.auth import ApiKeys
-from deployments.errors import install_error_handlers, require_json
+from deployments.boundary import install_error_handlers, require_json
 from deployments.protocol import (
     VARIANT_PATTERN,
     ClassifyRequest,
@@ -28,7 +28,7 @@ from deployments.protocol import (
 )
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
-from loading.machine import process_start_time
+from loading.host import process_start_time
 from loading.memory import IdleTrim, trim_heap
 from loading.predict import Prediction, Predictor
 from loading.store import attach, import_model_code, load_from_disk, set_threads
@@ -44,7 +44,7 @@ class ClassifierArgs(ServingLimits):
     variant: str = Field("base", pattern=VARIANT_PATTERN)  # route and store key
     model_dir: str = "artifacts/base"  # artifact folder; relative paths resolve from the repo root
     # "store": map the weights zero-copy from the model store (the product). "disk": read them from
-    # model_dir into the replica's own memory, the baseline `loadtest.coldstart` compares against.
+    # model_dir into the replica's own memory, the baseline `benchmarks.coldstart` compares against.
     weights: Literal["store", "disk"] = "store"
 
 

@@ -24,7 +24,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.auth import ApiKeys
-from deployments.errors import NotServedError, install_error_handlers, require_json
+from deployments.boundary import NotServedError, install_error_handlers, require_json
 from deployments.protocol import (
     VARIANT_PATTERN,
     ClassifyRequest,
@@ -34,7 +34,7 @@ from deployments.protocol import (
 )
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
-from loading.machine import process_start_time
+from loading.host import process_start_time
 from loading.memory import IdleTrim
 from loading.predict import Predictor
 from loading.store import (

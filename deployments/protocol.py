@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
-from deployments.errors import InputError
+from deployments.boundary import InputError
 from loading.store import Int8Kernel, SparseKernel
 
 __all__ = ["ClassifyRequest", "ClassifyResponse", "PredictionOut", "ServingLimits", "check_texts"]

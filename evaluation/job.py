@@ -41,7 +41,7 @@ from evaluation.shards import (
     write_shard,
 )
 from loading.artifact import ArtifactError, read_variant_info, resolve_model_dir
-from loading.machine import machine_info, set_bench_env
+from loading.host import machine_info, set_worker_env
 from loading.model_store import model_store
 from loading.predict import MAX_PADDING
 from loading.store import Int8Kernel, SparseKernel
@@ -336,7 +336,7 @@ def _ensure_ray() -> None:
     """Join RAY_ADDRESS's cluster (e.g. under `ray job submit`), else start a private local one."""
     if ray.is_initialized():
         return
-    set_bench_env()  # local workers inherit this process's environment
+    set_worker_env()  # local workers inherit this process's environment
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
     else:

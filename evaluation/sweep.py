@@ -31,7 +31,7 @@ from evaluation.job import JobConfig, WorkerLostError, add_data_arguments, data_
 from evaluation.report import write_sweep_report
 from loading.artifact import ArtifactError, read_variant_info, resolve_model_dir, verify_artifact
 from loading.build import build_variants
-from loading.machine import machine_info
+from loading.host import machine_info
 
 __all__ = ["METHODS", "SweepConfig", "coarse_amounts", "main", "run_sweep", "sweep_variants"]
 

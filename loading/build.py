@@ -1,4 +1,4 @@
-"""Build compressed variant artifacts from a base artifact: `python -m compression build ...`.
+"""Build compressed variant artifacts from a base artifact: `python -m loading.build ...`.
 
 Each variant is written as its own artifact folder (same format as base) whose weights file holds
 the really-compressed tensors: int8 values with their scales, and pruned weights in the smaller of
@@ -99,13 +99,11 @@ def build_variants(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compression", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="write compressed variant artifacts")
-    build.add_argument("--model", default="artifacts/base", help="base artifact folder")
-    build.add_argument("--variants", required=True, help="comma-separated, e.g. quant,pruned-75")
-    build.add_argument("--out", default=None, help="folder for the variants (default: beside --model)")
-    build.add_argument("--if-missing", action="store_true", help="skip variants already built")
+    parser = argparse.ArgumentParser(prog="python -m loading.build", description=__doc__)
+    parser.add_argument("--model", default="artifacts/base", help="base artifact folder")
+    parser.add_argument("--variants", required=True, help="comma-separated, e.g. quant,pruned-75")
+    parser.add_argument("--out", default=None, help="folder for the variants (default: beside --model)")
+    parser.add_argument("--if-missing", action="store_true", help="skip variants already built")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     names = [n.strip() for n in args.variants.split(",") if n.strip()]

@@ -96,7 +96,7 @@ class Int8Kernel(StrEnum):
 
 
 class SparseKernel(StrEnum):
-    """How a replica runs pruned layers stored sparse (`SparseLinear`; see `compression.sparse_bench`)."""
+    """How a replica runs pruned layers stored sparse (`SparseLinear`; see `benchmarks.sparse_kernels`)."""
 
     SHARED = "shared"  # decode each weight per call from the shared sparse parts: no private copy
     DENSE = "dense"  # densify_ into private dense weights per replica: dense speed and memory
@@ -283,7 +283,7 @@ def load_from_disk(
 ) -> AttachedModel:
     """The model `attach` gives, read from disk into this process's private memory instead.
 
-    The baseline a zero-copy replica is measured against (`loadtest.coldstart`): same artifact, same
+    The baseline a zero-copy replica is measured against (`benchmarks.coldstart`): same artifact, same
     kernels, same tokenizer type; only where the weights come from differs. The weights hash is not
     checked here (the store checks it once per cluster; doing it per replica would only add time).
     """

@@ -73,7 +73,7 @@ def ray_session():
     """One local Ray instance for the whole test session, with the ingress `make serve` uses."""
     import ray
 
-    from deployments.ingress import use_ingress
+    from deployments.run import use_ingress
 
     use_ingress()
     ray.init(

@@ -29,7 +29,7 @@ def served():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     env.update({"HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.ingress", "serve_config.yaml"],
+        [sys.executable, "-m", "deployments.run", "serve_config.yaml"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

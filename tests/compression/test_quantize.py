@@ -174,7 +174,7 @@ def test_int8_matmul_probe_times_both_ways_and_obeys_the_override(monkeypatch):
 def test_int8_bench_times_every_kernel_against_fp32(monkeypatch, capsys):
     import json
 
-    import compression.int8_bench as bench
+    import benchmarks.int8_kernels as bench
 
     monkeypatch.setattr(bench, "SHAPES", {"tiny": (16, 32, 64)})
     assert bench.main(["--repeats", "1"]) == 0

@@ -21,8 +21,8 @@ from compression import (
     to_int8_linear,
     to_sparse_linear,
 )
-from compression.sparse_bench import csr_kernel
-from compression.sparse_bench import main as bench_main
+from benchmarks.sparse_kernels import csr_kernel
+from benchmarks.sparse_kernels import main as bench_main
 from tests.compression.conftest import assert_unchanged, logits, snapshot
 from tests.conftest import tiny_classifier
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.ingress import free_port
+from deployments.run import free_port
 from loading.artifact import load_tokenizer
 from loading.checkpoint import load_model
 from loading.predict import Predictor
@@ -28,7 +28,7 @@ def base_url(ray_session, tiny_artifact) -> str:
     from ray import serve
 
     from deployments.classifier import Classifier, ClassifierArgs
-    from loading.variant_bench import served_env_vars
+    from benchmarks.variant_costs import served_env_vars
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from deployments import auth
 from deployments.auth import ApiKeys
-from deployments.errors import install_error_handlers, require_json
+from deployments.boundary import install_error_handlers, require_json
 from deployments.protocol import ClassifyRequest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

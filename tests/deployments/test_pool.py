@@ -28,7 +28,7 @@ def _deploy(name: str, args: dict) -> None:
     from ray import serve
 
     from deployments.pool import Pool, PoolArgs
-    from loading.variant_bench import served_env_vars
+    from benchmarks.variant_costs import served_env_vars
 
     options = {"num_cpus": 0.5, "runtime_env": {"env_vars": served_env_vars()}}
     serve.run(

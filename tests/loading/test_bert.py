@@ -28,7 +28,7 @@ from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, ArtifactError, content_
 from loading.bert import BertConfig, BertForSequenceClassification, checkpoint_names
 from loading.build import build_variants
 from loading.checkpoint import check_tensor_names, load_model
-from loading.preflight import check_config
+from deployments.preflight import check_config
 from tests.conftest import minilm_dir, tiny_classifier
 
 TOLERANCE = 1e-4  # max |logit difference| against transformers, float32

@@ -148,7 +148,7 @@ def test_missing_model_folder_is_an_artifact_error(tmp_path):
 
 
 def test_cli_exits_2_with_a_message_for_a_bad_name(tiny_artifact, tmp_path, capsys):
-    argv = ["build", "--model", str(tiny_artifact), "--variants", "quant,bogus", "--out", str(tmp_path)]
+    argv = ["--model", str(tiny_artifact), "--variants", "quant,bogus", "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "error: unknown variant 'bogus'" in err

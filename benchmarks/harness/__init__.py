@@ -1,0 +1,14 @@
+"""What every benchmark and load test shares, so each script holds only what it measures.
+
+- `cli`: one argument/logging set-up and one meaning of `--json` (the last stdout line is the record).
+- `session`: a private local Ray (`local_ray`) or Ray + Serve (`ServeSession`), deployed from
+  `serve_config.yaml` as `serve run` does, and edited copies of its applications.
+- `load`: single requests, waiting for a condition, closed-loop users on threads.
+- `locust`: one headless-Locust launcher (blocking with stats, or in the background) and its stop.
+- `replicas`: Serve's replicas (ids, pids, counts, /healthz of one) and their memory, sampled.
+- The machine record is the product's own `loading.host.machine_info`; the timer `best_ms`.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the project checkout

@@ -1,0 +1,38 @@
+"""One command-line shape for every benchmark: argparse from the module docstring, logging, `--json`.
+
+`--json` means one thing everywhere: the last stdout line is the run's record as one JSON object
+(without it, a script prints only its human-readable summary). Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["emit", "parser", "setup_logging"]
+
+
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """`python -m <module>`'s parser, described by the first paragraph of `doc`, with `--json`."""
+    first = (doc or "").strip().split("\n\n")[0]
+    p = argparse.ArgumentParser(prog=f"python -m {module}", description=first)
+    p.add_argument("--json", action="store_true", help="print the record as one JSON object, last line")
+    return p
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def emit(record: dict[str, Any], as_json: bool, summary: Iterable[str] = ()) -> None:
+    """Print the human summary, then (with `--json`) the record as the last stdout line."""
+    for line in summary:
+        print(line)
+    if as_json:
+        print(json.dumps(record, default=str), flush=True)

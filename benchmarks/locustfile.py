@@ -1,0 +1,144 @@
+"""Locust users for the classifier API: real texts, single and small batches, any variants.
+
+    locust -f benchmarks/locustfile.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:8000 \\
+        --csv reports/locust                                  # constant load on /base
+    locust -f benchmarks/locustfile.py --headless -u 20 -r 5 -t 120s --host http://127.0.0.1:8000 \\
+        --variants base,quant --load-shape step               # 5 more users every 30 s, up to -u
+
+Options (also as environment variables, for `locust --config` or CI): `--variants`
+(LOADTEST_VARIANTS, comma-separated, one picked at random per request), `--texts-file`
+(LOADTEST_TEXTS: a CSV/Parquet/JSONL file, column `--text-column`; default the Dreaddit test split),
+`--batch-max` (largest batch a user sends), `--batch-share` (share of requests that are batches of
+2..batch-max; default 0.25, 0 sends single texts only, so requests/s is texts/s),
+`--load-shape` constant | step | spike with `--step-users`, `--step-seconds`, `--spike-at`,
+`--spike-seconds`. A request fails only on a non-2xx status or a body that is not the API's answer
+for the texts sent (wrong count, labels without probabilities...).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import random
+import sys
+from typing import Any
+
+from locust import FastHttpUser, LoadTestShape, constant, events, task
+
+from benchmarks.shapes import SHAPES, ShapeConfig, answer_problem, users_at
+
+__all__ = ["ClassifierUser", "ConfiguredShape"]
+
+
+@events.init_command_line_parser.add_listener
+def _add_options(parser: Any) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--variants", default=env("LOADTEST_VARIANTS", "base"), help="routes to call, a,b,..."
+    )
+    parser.add_argument(
+        "--texts-file", default=env("LOADTEST_TEXTS", ""), help="texts to send (default Dreaddit)"
+    )
+    parser.add_argument("--text-column", default=env("LOADTEST_TEXT_COLUMN", "text"))
+    parser.add_argument("--batch-max", type=int, default=int(env("LOADTEST_BATCH_MAX", "4")))
+    parser.add_argument(
+        "--batch-share", type=float, default=float(env("LOADTEST_BATCH_SHARE", "0.25")), help="0..1"
+    )
+    parser.add_argument("--load-shape", choices=SHAPES, default=env("LOADTEST_SHAPE", "constant"))
+    parser.add_argument("--step-users", type=int, default=5, help="step shape: users added per step")
+    parser.add_argument("--step-seconds", type=float, default=30.0, help="step shape: seconds per step")
+    parser.add_argument("--spike-at", type=float, default=20.0, help="spike shape: seconds before the spike")
+    parser.add_argument("--spike-seconds", type=float, default=20.0, help="spike shape: spike length")
+
+
+@functools.cache
+def _texts(path: str, column: str) -> tuple[str, ...]:
+    """The texts to send, read once per process."""
+    from training.data import dreaddit_paths, read_frame
+
+    frame = read_frame(path or dreaddit_paths()[1])
+    if column not in frame.columns:
+        raise ValueError(f"{path}: text column must be one of {list(frame.columns)}, got {column!r}")
+    texts = tuple(t for t in frame[column].tolist() if isinstance(t, str) and t.strip())
+    if not texts:
+        raise ValueError(f"{path}: no non-empty texts in column {column!r}")
+    return texts
+
+
+@events.init.add_listener
+def _check_texts(environment: Any, **_: Any) -> None:
+    """Read the texts before any user starts: a bad file stops the run with a message, not a hang."""
+    opts = environment.parsed_options
+    if opts is None:  # not started from the command line (e.g. imported by a tool)
+        return
+    try:
+        _texts(opts.texts_file, opts.text_column)
+    except (OSError, ValueError) as exc:  # DataError is a ValueError
+        logging.getLogger(__name__).error("cannot load texts: %s", exc)
+        sys.exit(2)
+    if not 0.0 <= opts.batch_share <= 1.0:
+        logging.getLogger(__name__).error("--batch-share must be within 0..1, got %s", opts.batch_share)
+        sys.exit(2)
+
+
+class ClassifierUser(FastHttpUser):
+    """A closed-loop caller: sends the next request as soon as the previous one is answered.
+
+    FastHttpUser (geventhttpclient) costs the client a fraction of `requests`' CPU per call; on a
+    machine that also runs the server, that CPU would otherwise be taken from the replicas.
+    """
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.variants = [v.strip() for v in opts.variants.split(",") if v.strip()]
+        self.texts = _texts(opts.texts_file, opts.text_column)
+        self.batch_max = max(2, opts.batch_max)
+        self.batch_share = opts.batch_share
+
+    def _classify(self, texts: list[str], kind: str) -> None:
+        variant = random.choice(self.variants)
+        body = {"text": texts[0]} if kind == "single" else {"texts": texts}
+        with self.client.post(
+            f"/{variant}/classify", json=body, name=f"/{variant}/classify [{kind}]", catch_response=True
+        ) as response:
+            if not 200 <= response.status_code < 300:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                return
+            try:
+                problem = answer_problem(response.json(), len(texts), variant)
+            except ValueError:
+                problem = f"body is not JSON: {response.text[:200]}"
+            if problem:
+                response.failure(problem)
+
+    @task
+    def classify(self) -> None:
+        if random.random() < self.batch_share:
+            self._classify(random.sample(self.texts, random.randint(2, self.batch_max)), "batch")
+        else:
+            self._classify([random.choice(self.texts)], "single")
+
+
+class ConfiguredShape(LoadTestShape):
+    """The shape `--load-shape` names (see `benchmarks.shapes.users_at`); `-t` ends the run."""
+
+    def tick(self) -> tuple[int, float] | None:
+        opts = self.runner.environment.parsed_options
+        cfg = ShapeConfig(
+            opts.load_shape,
+            int(opts.num_users or 1),
+            float(opts.spawn_rate or 1),
+            opts.step_users,
+            opts.step_seconds,
+            opts.spike_at,
+            opts.spike_seconds,
+        )
+        run_time = self.get_run_time()
+        # Locust leaves -t to the shape when there is one: stop here, or the run never ends.
+        limit = opts.run_time if isinstance(opts.run_time, int | float) else None
+        if limit and run_time >= limit:
+            return None
+        return users_at(cfg, run_time)

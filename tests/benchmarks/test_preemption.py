@@ -1,0 +1,239 @@
+"""Spot preemption: the retry policy, the retrying Locust users, the request arithmetic, and (slow) a
+quick run that kills a node of a real local cluster under load."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.local_cluster import PORTS_PER_NODE, node_ports
+from benchmarks.preemption import ScenarioConfig
+from benchmarks.records import in_flight, load_records, percentile, summarize
+from benchmarks.retry import RetryPolicy, post_with_retry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- the retry policy -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status, retried",
+    [(None, True), (500, True), (502, True), (503, True), (504, True)]
+    + [(200, False), (400, False), (404, False), (413, False), (422, False), (501, False)],
+)
+def test_retryable_statuses(status, retried):
+    assert RetryPolicy().retryable(status) is retried
+
+
+def test_backoff_doubles_up_to_the_cap_within_the_jitter():
+    policy = RetryPolicy(backoff_s=0.2, max_backoff_s=1.0, jitter=0.5)
+    rng = random.Random(0)
+    for retry, base in [(1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (9, 1.0)]:
+        waits = [policy.delay_s(retry, rng) for _ in range(200)]
+        assert base * 0.5 <= min(waits) and max(waits) <= base * 1.5
+        assert sum(waits) / len(waits) == pytest.approx(base, rel=0.1)
+    exact = RetryPolicy(backoff_s=0.2, max_backoff_s=1.0, jitter=0.0)
+    assert exact.delay_s(1, retry_after="0.7") == pytest.approx(0.7)  # the server's ask, honoured
+    assert exact.delay_s(1, retry_after="30") == pytest.approx(1.0)  # but capped
+    assert exact.delay_s(2, retry_after="soon") == pytest.approx(0.4)  # unparseable: ignored
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_attempts": 0}, "max_attempts must be >= 1"),
+        ({"backoff_s": 3.0, "max_backoff_s": 2.0}, "backoff_s must be >= 0 and <= max_backoff_s"),
+        ({"jitter": 1.0}, "jitter must be in"),
+        ({"timeout_s": 0}, "timeout_s must be > 0"),
+    ],
+)
+def test_bad_policies_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**kwargs)
+
+
+def _client(answers: list) -> tuple[httpx.Client, list]:
+    """A client whose server gives `answers` in turn: a status code, or an exception to raise."""
+    calls: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content))
+        answer = answers[min(len(calls), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer, json={"n": len(calls)})
+
+    return httpx.Client(transport=httpx.MockTransport(handler)), calls
+
+
+@pytest.mark.parametrize(
+    "answers, attempts, ok, first_status",
+    [
+        ([200], 1, True, 200),
+        ([httpx.ConnectError("refused"), 500, 503, 200], 4, True, None),  # a node going away, then back
+        ([502, 504, 200], 3, True, 502),
+        ([500], 4, False, 500),  # gives up after max_attempts
+        ([503, 422], 2, False, 503),  # a 4xx is final
+        ([404], 1, False, 404),
+        ([httpx.ReadTimeout("slow")], 4, False, None),
+    ],
+)
+def test_post_with_retry(answers, attempts, ok, first_status):
+    client, calls = _client(answers)
+    waits: list[float] = []
+    result = post_with_retry(
+        client, "http://x/base/classify", {"text": "t"}, RetryPolicy(jitter=0.0), sleep=waits.append
+    )
+    assert (result.attempts, result.ok, result.first_status) == (attempts, ok, first_status)
+    assert len(calls) == attempts and all(c == {"text": "t"} for c in calls)  # the same request each time
+    assert waits == [0.2, 0.4, 0.8][: attempts - 1] and len(result.errors) == attempts - ok
+    assert (result.response is None) == isinstance(answers[min(attempts, len(answers)) - 1], Exception)
+
+
+# -- the request records ----------------------------------------------------------------------------
+
+
+def _record(t0: float, t1: float, first_error: str | None = None, error: str | None = None) -> dict:
+    attempts = 1 + (first_error is not None and error is None)
+    return {"t0": t0, "t1": t1, "attempts": attempts, "first_error": first_error, "error": error}
+
+
+def test_percentile_interpolates_between_ranks():
+    assert percentile([], 50) is None
+    assert percentile([5.0], 99) == 5.0
+    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
+    assert percentile(list(range(1, 101)), 95) == pytest.approx(95.05)
+
+
+def test_summarize_counts_by_end_time_and_splits_first_attempt_from_user_visible():
+    records = [
+        _record(0.0, 0.1),
+        _record(0.5, 1.5, first_error="HTTP 500"),  # in flight at the loss (t=1), retried: ok
+        _record(0.9, 1.2, first_error="HTTP 500", error="HTTP 500"),  # failed for good
+        _record(1.1, 1.4),
+        _record(1.8, 2.5),  # ends after the window
+    ]
+    s = summarize(records, 1.0, 2.0)
+    assert (s["requests"], s["failed_first_attempt"], s["failed"], s["retried"]) == (3, 2, 1, 1)
+    assert s["ok_per_s"] == pytest.approx(2.0) and s["seconds"] == 1.0
+    assert s["p50_ms"] == pytest.approx(300.0) and s["max_ms"] == pytest.approx(1000.0)
+    assert summarize(records, 0.0, 1.0)["requests"] == 1
+    assert summarize([], 0.0, 1.0)["p99_ms"] is None
+    assert [r["t0"] for r in in_flight(records, 1.0)] == [0.5, 0.9]
+
+
+def test_load_records_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_record(0, 1)) + "\n" + json.dumps(_record(1, 2)) + "\n" + '{"t0": 3, "t')
+    assert [r["t0"] for r in load_records(path)] == [0, 1]
+
+
+def test_nodes_get_disjoint_port_blocks():
+    blocks = [set(node_ports(i, 16400).values()) for i in range(6)]
+    assert all(len(b) == len(node_ports(0, 16400)) for b in blocks)
+    assert len(set().union(*blocks)) == sum(len(b) for b in blocks)
+    assert all(max(b) - min(b) < PORTS_PER_NODE for b in blocks)
+
+
+def test_scenario_config_is_checked():
+    with pytest.raises(ValueError, match="users and retry_attempts must be >= 1"):
+        ScenarioConfig(users=0)
+    with pytest.raises(ValueError, match="seconds must be >= 0"):
+        ScenarioConfig(steady_s=-1)
+
+
+# -- the retrying Locust users, against a flaky fake API ---------------------------------------------
+
+
+class _FlakyAPI(BaseHTTPRequestHandler):
+    """/v/classify: every other request (the 1st, 3rd...) gets 503, the others a valid answer; any
+    other route 404. With one user, each 503 is followed by that user's retry, which succeeds."""
+
+    count = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802  (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if not self.path.startswith("/v/"):
+            self._send(404, {"error": "no such route"})
+            return
+        with self.lock:
+            type(self).count += 1
+            n = type(self).count
+        if n % 2 == 1:
+            self._send(503, {"error": "no replica"})
+        else:
+            prediction = {"label": "a", "score": 0.9, "probabilities": {"a": 0.9, "b": 0.1}}
+            self._send(200, {"variant": "v", "predictions": [prediction] * (1 if "text" in body else 2)})
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-replica-id", "r1")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_retrying_users_hide_503s_but_not_4xx(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\nhello there\nanother text\n")
+    records = tmp_path / "requests.jsonl"
+    cmd = [sys.executable, "-m", "locust", "-f", "benchmarks/locust_retry.py", "--headless", "-u", "1"]
+    cmd += ["-r", "1", "-t", "4s", "--host", f"http://127.0.0.1:{server.server_port}", "--variants", "v,w"]
+    cmd += ["--texts-file", str(texts), "--batch-share", "0", "--retry-backoff-s", "0.01"]
+    cmd += ["--records", str(records), "--csv", str(tmp_path / "run"), "--only-summary"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    rows = {r["Name"]: r for r in csv.DictReader(open(tmp_path / "run_stats.csv"))}
+    logged = load_records(records)
+    to_v = [r for r in logged if r["variant"] == "v"]
+    to_w = [r for r in logged if r["variant"] == "w"]
+    assert proc.returncode == 1  # Locust's exit code when any request failed: the 404s
+    assert len(to_v) >= 2 and len(to_w) >= 1  # a few even on a busy machine; hundreds when idle
+    assert all(r["first_status"] == 503 and r["attempts"] == 2 and r["error"] is None for r in to_v)
+    assert all(r["attempts"] == 1 and r["error"].startswith("HTTP 404") for r in to_w)  # not retried
+    assert int(rows["/v/classify [single]"]["Failure Count"]) == 0  # what users saw
+    assert int(rows["/v/classify [single] attempt"]["Failure Count"]) > 0  # what the wire saw
+
+
+# -- the real thing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quick_preemption_run_loses_nothing_user_visible():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.preemption", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    abrupt = out["scenarios"]["abrupt"]
+    print(json.dumps(out))  # shown by pytest if an assertion fails
+    assert all(out["targets"].values()), out["targets"]
+    assert out["placement"] == {"serve_controller": "head", "serve_proxy": "head", "model_store": "head"}
+    assert abrupt["windows"]["total"]["requests"] > 50 and abrupt["windows"]["after"]["requests"] > 0
+    assert "raylet" in abrupt["sigkilled"] and abrupt["victim_answers_after_loss"] == 0
+    assert abrupt["new_replica"]["weights_loaded_from"].startswith("object-store")
+    assert abrupt["new_replica"]["arena_copy_on_new_node"] and abrupt["recovery_s"] > 0
