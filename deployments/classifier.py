@@ -23,6 +23,8 @@ from deployments.protocol import (
     VARIANT_PATTERN,
     ClassifyRequest,
     ClassifyResponse,
+    HealthResponse,
+    InfoResponse,
     ServingLimits,
     check_texts,
 )
@@ -155,7 +157,7 @@ class Classifier:
         return {"variant": self.args.variant, "predictions": list(predictions)}
 
     @api.get("/healthz")
-    async def healthz(self) -> dict[str, Any]:
+    async def healthz(self) -> HealthResponse:
         """200 once the weights are attached (they are before the replica takes traffic)."""
         return {
             "status": "ok",
@@ -173,7 +175,7 @@ class Classifier:
         }
 
     @api.get("/info")
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> InfoResponse:
         """The variant's metadata from `variant.json`."""
         return self.attached.describe()
 

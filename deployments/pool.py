@@ -29,6 +29,8 @@ from deployments.protocol import (
     VARIANT_PATTERN,
     ClassifyRequest,
     ClassifyResponse,
+    InfoResponse,
+    PoolHealthResponse,
     ServingLimits,
     check_texts,
 )
@@ -238,7 +240,7 @@ class Pool:
         return await self._classify(variant, request, response)
 
     @pool_api.get("/healthz")
-    async def healthz(self) -> dict[str, Any]:
+    async def healthz(self) -> PoolHealthResponse:
         """200 once the replica can attach any variant; says which ones it holds now."""
         cache = self._cache()
         held: dict[str, _Held] = dict(cache.models) if cache is not None else {}
@@ -262,7 +264,7 @@ class Pool:
         }
 
     @pool_api.get("/{variant}/info")
-    async def info(self, variant: str) -> dict[str, Any]:
+    async def info(self, variant: str) -> InfoResponse:
         """The variant's metadata from `variant.json` (attaches it if this replica lacks it)."""
         return (await self._held(variant)).attached.describe()
 

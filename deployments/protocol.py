@@ -14,7 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, m
 from deployments.boundary import InputError
 from loading.store import Int8Kernel, SparseKernel
 
-__all__ = ["ClassifyRequest", "ClassifyResponse", "PredictionOut", "ServingLimits", "check_texts"]
+__all__ = [
+    "AttachedOut",
+    "ClassifyRequest",
+    "ClassifyResponse",
+    "HealthResponse",
+    "InfoResponse",
+    "PoolHealthResponse",
+    "PredictionOut",
+    "ServingLimits",
+    "check_texts",
+]
 
 VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # route and store key: no slash, no dot-dot start
 
@@ -76,6 +86,52 @@ class ClassifyResponse(BaseModel):
 
     variant: str
     predictions: list[PredictionOut]
+
+
+class AttachedOut(BaseModel):
+    """How a replica holds one variant's weights."""
+
+    attach_ms: float  # the last attach: store lookup, mapping, module wrapping
+    store_wait_ms: float  # of which waiting for the model store
+    arena_bytes: int  # shared weights in the object store (once per node)
+    private_bytes: int  # this replica's own copies (FBGEMM packs, densified layers)
+    loaded_from: str  # "object_store" (zero-copy) or "disk"
+
+
+class InfoResponse(AttachedOut):
+    """`/info`: the variant's `variant.json` and how this replica holds it."""
+
+    variant: str
+    info: dict[str, Any]  # variant.json: parent, method, parameters, sizes, content hash
+
+
+class HealthResponse(BaseModel):
+    """`/healthz` of a per-variant replica: it answers once its weights are attached."""
+
+    status: str
+    variant: str
+    replica_id: str
+    weights_load_ms: float
+    store_wait_ms: float
+    weights_loaded_from: str
+    arena_bytes: int
+    torch_threads: int
+    labels: list[str]
+    max_tokens: int
+    pid: int
+    startup: dict[str, float | None]  # process start -> constructed -> first inference, for cold starts
+
+
+class PoolHealthResponse(BaseModel):
+    """`/pool/healthz`: the variants this pool replica serves and the ones it holds attached now."""
+
+    status: str
+    replica_id: str
+    pid: int
+    torch_threads: int
+    variants: list[str]
+    held: dict[str, AttachedOut]
+    startup: dict[str, float | None]
 
 
 def _visible(ch: str) -> bool:

@@ -51,6 +51,17 @@ def test_healthz_and_openapi(base_url):
     assert health["torch_threads"] >= 1 and health["labels"] == ["label_0", "label_1"]
     spec = httpx.get(f"{base_url}/openapi.json", timeout=30).json()
     assert "/classify" in spec["paths"]
+    # /docs shows what each route answers, not an untyped object
+    schemas = {
+        path: spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        for path, method in (("/classify", "post"), ("/healthz", "get"), ("/info", "get"))
+    }
+    assert schemas == {
+        "/classify": {"$ref": "#/components/schemas/ClassifyResponse"},
+        "/healthz": {"$ref": "#/components/schemas/HealthResponse"},
+        "/info": {"$ref": "#/components/schemas/InfoResponse"},
+    }
+    assert "probabilities" in spec["components"]["schemas"]["PredictionOut"]["properties"]
 
 
 def test_healthz_reports_the_replica_startup_clock(base_url):
