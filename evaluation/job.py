@@ -4,11 +4,12 @@ Also runs on a cluster: `ray job submit --working-dir . -- python -m evaluation.
 cluster named by RAY_ADDRESS; without one it starts a private local Ray).
 
 The rows are cut into fixed shards (`--shard-rows`, independent of the worker count). For each
-variant, N worker actors attach the variant's weights zero-copy from the model store, predict
-shards with `loading.predict.Predictor` (the serving path) and write each shard's predictions to
-`DIR/predictions/<variant>/` atomically. A lost worker is replaced and its shard redone; a job that
-dies anyway is resumed by running it again: finished shards are kept, so the final metrics equal
-those of a clean one-process run. Metrics go to `DIR/metrics.json`, the report to `DIR/report.md`.
+variant, N worker actors (`evaluation.worker_pool`) attach the variant's weights zero-copy from the
+model store, predict shards with `loading.predict.Predictor` (the serving path) and write each shard's
+predictions to `DIR/predictions/<variant>/` atomically. A lost worker is replaced and its shard
+redone; a job that dies anyway is resumed by running it again: finished shards are kept, so the final
+metrics equal those of a clean one-process run. Metrics go to `DIR/metrics.json`, the report to
+`DIR/report.md`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import json
 import logging
 import os
 import sys
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +31,25 @@ from evaluation.data import DataError, DataSpec, check_labels, load_eval_data, m
 from evaluation.metrics import variant_metrics
 from evaluation.report import write_report
 from evaluation.shards import (
-    Shard,
     data_fingerprint,
     plan_shards,
     prepare_variant_dir,
     read_predictions,
     shard_is_complete,
-    write_shard,
 )
+from evaluation.worker_pool import ShardDone, ShardTask, WorkerLostError, run_shard_tasks
 from loading.artifact import ArtifactError, read_variant_info, resolve_model_dir
 from loading.host import machine_info, set_worker_env
-from loading.model_store import model_store
 from loading.predict import MAX_PADDING
 from loading.store import Int8Kernel, SparseKernel
 from training.data import LabelledTable
 
-__all__ = ["JobConfig", "ShardDone", "WorkerLostError", "main", "run_job"]
+__all__ = ["JobConfig", "add_data_arguments", "collect_metrics", "data_spec", "main", "run_job"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 _CHARS_CAP = 2048  # ~512 tokens of English: text past the model's limit costs nothing
-
-
-class WorkerLostError(RuntimeError):
-    """More workers died than the job may replace; re-running it resumes from the written shards."""
 
 
 @dataclass(frozen=True)
@@ -103,79 +96,6 @@ class JobConfig:
         return resolve_model_dir(Path(self.model_root) / variant)
 
 
-@dataclass(frozen=True)
-class ShardDone:
-    """Reported after each finished shard (the progress hook's argument)."""
-
-    variant: str
-    shard: Shard
-    seconds: float  # the worker's time on this shard (prediction and write)
-    worker: Any = field(repr=False)  # the actor handle that did it
-
-
-@dataclass(frozen=True)
-class _Task:
-    """One shard of one variant, as queued by the driver."""
-
-    variant: str
-    key: str  # the model store's name for the variant's weights
-    model_dir: str
-    shard: Shard
-    path: str  # the shard file to write
-
-
-@ray.remote
-class _ShardWorker:
-    """One worker process: predicts whole shards of whichever variant it is asked for.
-
-    It keeps one variant attached at a time (zero-copy, read-only views of the object store);
-    a task of another variant attaches that one instead.
-    """
-
-    def __init__(self, threads: float, options: dict[str, Any], model_dirs: list[str]) -> None:
-        from loading.store import import_model_code, set_threads
-
-        set_threads(threads)
-        for model_dir in model_dirs:  # model code imports are start-up, not the first shard's time
-            import_model_code(model_dir)
-        self.options = options
-        self.key: str | None = None
-        self.predictor: Any = None
-
-    def ready(self) -> int:
-        """Returns once the process is up (imports done): the job's clock starts after this."""
-        return os.getpid()
-
-    def _use(self, key: str, model_dir: str) -> None:
-        from loading.predict import Predictor
-        from loading.store import attach, forget_attached
-
-        if key == self.key:
-            return
-        self.predictor = None
-        forget_attached()  # the previous variant's template: its pages go once nothing maps them
-        attached = attach(
-            key,
-            model_dir,
-            int8_kernel=self.options["int8_kernel"],
-            sparse_kernel=self.options["sparse_kernel"],
-        )
-        self.predictor = Predictor(attached.model, attached.tokenizer, self.options["max_tokens"])
-        self.key = key
-
-    def predict_shard(self, task: _Task, texts: list[str], labels: list[str], rows: list[int]) -> float:
-        """Predict `texts` with the task's variant and write the shard file; returns its seconds."""
-        start = time.perf_counter()
-        self._use(task.key, task.model_dir)
-        probs, truncated = self.predictor.probabilities(texts, self.options["batch_size"])  # (B, labels)
-        names = self.predictor.labels
-        predicted = [names[i] for i in probs.argmax(dim=1).tolist()]
-        write_shard(
-            Path(task.path), task.shard.start, rows, labels, predicted, probs.tolist(), names, truncated
-        )
-        return time.perf_counter() - start
-
-
 def _store_key(variant: str, model_dir: Path) -> str:
     """The served name when the folder is the served one (so evaluation maps serving's copy), else private."""
     return (
@@ -200,7 +120,7 @@ def _fingerprint(table: LabelledTable, cfg: JobConfig, variant: str, info: Any) 
     }
 
 
-def _pending_tasks(table: LabelledTable, cfg: JobConfig, infos: dict[str, Any]) -> list[_Task]:
+def _pending_tasks(table: LabelledTable, cfg: JobConfig, infos: dict[str, Any]) -> list[ShardTask]:
     """Every shard not yet written, variant by variant; prepares (or checks) each variant's folder."""
     tasks = []
     # Longest shards first (by characters, capped near the token limit): the last shards to finish are
@@ -217,106 +137,8 @@ def _pending_tasks(table: LabelledTable, cfg: JobConfig, infos: dict[str, Any]) 
         key = _store_key(variant, model_dir)
         for shard in shards:
             if not shard_is_complete(shard.path(folder), shard.start, shard.rows):
-                tasks.append(_Task(variant, key, str(model_dir), shard, str(shard.path(folder))))
+                tasks.append(ShardTask(variant, key, str(model_dir), shard, str(shard.path(folder))))
     return tasks
-
-
-def _run_tasks(
-    tasks: list[_Task],
-    table: LabelledTable,
-    cfg: JobConfig,
-    progress: tqdm,
-    on_shard: Callable[[ShardDone], None] | None,
-) -> tuple[dict[str, dict[str, float]], float]:
-    """Predict `tasks` on a pool of `cfg.workers` actors, replacing lost ones.
-
-    Returns timings per variant (wall time from its first shard sent to its last one done) and the
-    seconds the pool took to start (process start and imports, before any clock per variant).
-    """
-    timings: dict[str, dict[str, float]] = {}
-    left = {t.variant: 0 for t in tasks}
-    for t in tasks:
-        left[t.variant] += 1
-    if not tasks:
-        return timings, 0.0
-    options = {
-        "int8_kernel": cfg.int8_kernel.value,
-        "sparse_kernel": cfg.sparse_kernel.value,
-        "max_tokens": cfg.max_tokens,
-        "batch_size": cfg.batch_size,
-    }
-
-    def new_worker() -> Any:
-        return _ShardWorker.options(num_cpus=cfg.cpus_per_worker).remote(
-            cfg.cpus_per_worker, options, model_dirs
-        )
-
-    model_dirs = sorted({t.model_dir for t in tasks})
-    pending = deque(tasks)
-    workers = [new_worker() for _ in range(min(cfg.workers, len(pending)))]
-    in_flight: dict[ray.ObjectRef, tuple[Any, _Task]] = {}
-
-    def submit(worker: Any) -> None:
-        if pending:
-            task = pending.popleft()
-            s = task.shard
-            ref = worker.predict_shard.remote(
-                task,
-                table.texts[s.start : s.stop],
-                table.labels[s.start : s.stop],
-                table.rows[s.start : s.stop],
-            )
-            in_flight[ref] = (worker, task)
-            timing = timings.setdefault(task.variant, {"rows": 0, "shards": 0, "worker_s": 0.0})
-            timing.setdefault("start", time.perf_counter())
-
-    losses = 0
-    try:
-        started = time.perf_counter()
-        ray.get([w.ready.remote() for w in workers])
-        startup_s = time.perf_counter() - started
-        for worker in workers:
-            submit(worker)
-        while in_flight:
-            [ref], _ = ray.wait(list(in_flight), num_returns=1)
-            worker, task = in_flight.pop(ref)
-            try:
-                seconds = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                losses += 1
-                if losses > cfg.max_worker_losses:
-                    raise WorkerLostError(
-                        f"lost {losses} workers (at most {cfg.max_worker_losses} are replaced); re-run the "
-                        f"same command to resume from the shards already written to {cfg.out}"
-                    ) from exc
-                logger.warning(
-                    "a worker died on %s shard %d; replacing it: %s", task.variant, task.shard.index, exc
-                )
-                pending.appendleft(task)
-                workers.append(new_worker())
-                submit(workers[-1])
-                continue
-            timing = timings[task.variant]
-            timing["rows"] += task.shard.rows
-            timing["shards"] += 1
-            timing["worker_s"] += seconds
-            progress.update(task.shard.rows)
-            left[task.variant] -= 1
-            if not left[task.variant]:
-                timing["wall_s"] = time.perf_counter() - timing.pop("start")
-                if task.key != task.variant:  # a private copy (e.g. a sweep's cache): nobody else wants it
-                    model_store().drop.remote(task.key)
-            if on_shard is not None:
-                on_shard(ShardDone(task.variant, task.shard, seconds, worker))
-            submit(worker)
-    finally:
-        for worker in workers:
-            ray.kill(worker)  # its process exits, and with it its mapping of the variants
-        # ray.kill is asynchronous: wait until the shards in flight have settled (their workers are
-        # gone), so that no shard file lands after this returns and a resume sees a still folder.
-        if in_flight:
-            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=60)
-    return timings, startup_s
 
 
 def _check_inputs(table: LabelledTable, cfg: JobConfig) -> dict[str, Any]:
@@ -375,7 +197,22 @@ def run_job(
     if tasks:
         _ensure_ray()
     with tqdm(total=total, initial=done, unit="row", desc="evaluation", smoothing=0.05) as progress:
-        timings, startup_s = _run_tasks(tasks, table, cfg, progress, on_shard)
+        timings, startup_s = run_shard_tasks(
+            tasks,
+            table,
+            workers=cfg.workers,
+            cpus_per_worker=cfg.cpus_per_worker,
+            options={
+                "int8_kernel": cfg.int8_kernel.value,
+                "sparse_kernel": cfg.sparse_kernel.value,
+                "max_tokens": cfg.max_tokens,
+                "batch_size": cfg.batch_size,
+            },
+            max_worker_losses=cfg.max_worker_losses,
+            out=cfg.out,
+            progress=progress,
+            on_shard=on_shard,
+        )
     results = collect_metrics(out, variants, infos, cfg)
     results["data"] = {
         "description": spec.describe(),

@@ -27,8 +27,9 @@ import numpy as np
 
 from compression import parse_variant
 from evaluation.data import DataError, DataSpec
-from evaluation.job import JobConfig, WorkerLostError, add_data_arguments, data_spec, run_job
+from evaluation.job import JobConfig, add_data_arguments, data_spec, run_job
 from evaluation.report import write_sweep_report
+from evaluation.worker_pool import WorkerLostError
 from loading.artifact import ArtifactError, read_variant_info, resolve_model_dir, verify_artifact
 from loading.build import build_variants
 from loading.host import machine_info

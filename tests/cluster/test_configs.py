@@ -14,16 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.check import (
-    AWS_FILE,
-    DOCKERFILE,
-    RAYSERVICE_FILE,
-    SERVE_CONFIG_FILE,
-    check_all,
-    main,
-    serve_applications,
-    sync_rayservice,
-)
+from cluster.check import check_all, main
+from cluster.demand import AWS_FILE, DOCKERFILE, RAYSERVICE_FILE, SERVE_CONFIG_FILE
+from cluster.rayservice import sync_rayservice
+from deployments.serve_config import ServeConfig, load_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = "ray.head.on_demand"
@@ -48,6 +42,11 @@ def aws() -> dict[str, Any]:
 @pytest.fixture
 def rayservice() -> dict[str, Any]:
     return _yaml(RAYSERVICE_FILE)
+
+
+def _apps(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A Serve config's applications by name, as the one serve_config reader sees them."""
+    return ServeConfig(Path(SERVE_CONFIG_FILE), config).by_name()
 
 
 def _v2(rayservice: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +128,7 @@ def test_launcher_installs_torch_then_the_project_and_deploys_serve_config(aws):
 
 
 def test_rayservice_serves_the_same_applications_as_serve_config(rayservice, serve_config):
-    ours, theirs = serve_applications(serve_config), serve_applications(_v2(rayservice))
+    ours, theirs = _apps(serve_config), _apps(_v2(rayservice))
     assert sorted(theirs) == sorted(ours)
     for name, app in ours.items():
         other = theirs[name]
@@ -393,17 +392,19 @@ def test_sync_copies_serve_config_into_serve_config_v2_keeping_the_rest(tmp_path
     assert any("max_replicas is 2" in e for e in _errors(root))
 
     before = (root / RAYSERVICE_FILE).read_text()
-    assert sync_rayservice(root / RAYSERVICE_FILE, serve_config) is True
+    assert sync_rayservice(root / RAYSERVICE_FILE, load_serve_config(root / SERVE_CONFIG_FILE)) is True
     after = (root / RAYSERVICE_FILE).read_text()
     assert _errors(root) == []
     rs = yaml.safe_load(after)
-    assert serve_applications(_v2(rs)) == serve_applications(serve_config)
+    assert _apps(_v2(rs)) == _apps(serve_config)
     assert _v2(rs)["http_options"] == {"host": "0.0.0.0", "port": 8000}  # the RayService's own, kept
     # everything outside the block is untouched, comments included
     head, tail = "  serveConfigV2: |", "  rayClusterConfig:"
     assert after.split(head)[0] == before.split(head)[0]
     assert after[after.index(tail) :] == before[before.index(tail) :]
-    assert sync_rayservice(root / RAYSERVICE_FILE, serve_config) is False  # idempotent
+    assert (
+        sync_rayservice(root / RAYSERVICE_FILE, load_serve_config(root / SERVE_CONFIG_FILE)) is False
+    )  # idempotent
 
 
 def test_check_needs_no_cluster_and_no_ray_start():

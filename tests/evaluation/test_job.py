@@ -12,8 +12,9 @@ import pytest
 import ray
 
 from evaluation.data import DataError, DataSpec
-from evaluation.job import JobConfig, ShardDone, WorkerLostError, run_job
+from evaluation.job import JobConfig, run_job
 from evaluation.shards import read_predictions
+from evaluation.worker_pool import ShardDone, WorkerLostError
 from loading.artifact import ArtifactError
 from loading.build import build_variants
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import compression
-from evaluation import mnist
-from evaluation.mnist import MnistConfig, MnistMLP, PruneMethod, main, prune
+from evaluation import mnist, mnist_data, mnist_model, mnist_report
+from evaluation.mnist import MnistConfig, main
+from evaluation.mnist_model import MnistMLP, PruneMethod, prune
 
 AMOUNTS = [round(0.1 * i, 1) for i in range(1, 10)]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -90,13 +91,13 @@ def test_prune_hits_every_layer_of_the_mlp_at_the_amount(method):
 
 
 def test_plot_is_a_png(out):
-    data = (out / mnist.PLOT_FILE).read_bytes()
+    data = (out / mnist_report.PLOT_FILE).read_bytes()
     assert data.startswith(PNG_MAGIC) and len(data) > 10_000
 
 
 def test_report_sets_our_figures_beside_the_study(out):
     report = (out / "report.md").read_text()
-    assert "95.29%" in report and "| 70% |" in report and mnist.PLOT_FILE in report
+    assert "95.29%" in report and "| 70% |" in report and mnist_report.PLOT_FILE in report
     assert (out / mnist.MODEL_FILE).is_file()
 
 
@@ -110,13 +111,15 @@ def one_thread():
 
 
 def test_training_twice_with_the_same_seed_gives_the_same_weights(data_dir, one_thread):
-    pixels, labels = mnist.load_split(data_dir, "train")
+    pixels, labels = mnist_data.load_split(data_dir, "train")
     cfg = MnistConfig(epochs=2, batch_size=32, hidden=(16,))
     weights = []
     for _ in range(2):
         torch.manual_seed(cfg.seed)
         model = MnistMLP(cfg.hidden)
-        mnist._train(model, pixels, labels, cfg)
+        mnist_model.train_(
+            model, pixels, labels, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed
+        )
         weights.append(model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
@@ -154,7 +157,7 @@ def test_missing_data_dir_exits_with_a_clear_error(tmp_path, capsys):
 
 
 def test_missing_package_tells_the_user_to_run_make_install(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(mnist, "_PACKAGE", "no_such_mnist_package")
+    monkeypatch.setattr(mnist_data, "_PACKAGE", "no_such_mnist_package")
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path / "out")])
     assert exc.value.code == 2
