@@ -5,42 +5,38 @@ replica's process, with the replica's imports done): the first attach of every v
 per-variant replica does it (finding the store, one round trip, the tokenizer), the same as a warm
 pool replica does it (store references, tokenizers and mapped pages fetched at its start by
 `prefetch`, then one attach to warm the code path), and attaching it again after a forward pass
-(a pool replica that dropped it). Medians in ms. The last stdout line is one JSON object.
+(a pool replica that dropped it). Medians in ms.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import ROOT
+from benchmarks.harness.cli import emit, listed, parser, positive_int, setup_logging
+from benchmarks.harness.models import BERT_BASE_DIR
+from benchmarks.harness.session import local_ray
 from loading.host import machine_info
-from benchmarks.harness.session import ROOT
 
-__all__ = ["main"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["main", "measure"]
 
 
 def measure(model_dirs: dict[str, str], actors: int) -> dict[str, Any]:
+    """Medians over `actors` fresh processes per kind ("cold": a per-variant replica, "warm": a pool's)."""
     import ray
 
     from loading.model_store import model_store
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="attach")
-    try:
+    with local_ray(num_cpus=2, namespace="attach"):
         ray.get(model_store().ensure_many.remote(model_dirs))  # the store reads the disk once, first
         probe = ray.remote(num_cpus=0, max_calls=1)(_first_and_again)
-        runs = {"cold": [], "warm": []}
+        runs: dict[str, list] = {"cold": [], "warm": []}
         for _ in range(actors):
             for kind in runs:
                 runs[kind].append(ray.get(probe.remote(model_dirs, kind == "warm")))
-    finally:
-        ray.shutdown()
     return {kind: _medians(results) for kind, results in runs.items()}
 
 
@@ -70,8 +66,7 @@ def _first_and_again(model_dirs: dict[str, str], warm: bool) -> dict[str, dict[s
         row = {"first_ms": first.attach_ms, "store_wait_ms": first.store_wait_ms}
         del first
         again = attach(variant, model_dir, keep_for_reattach=False, int8_kernel="auto")
-        row["reattach_ms"] = again.attach_ms
-        out[variant] = row
+        out[variant] = {**row, "reattach_ms": again.attach_ms}
     return out
 
 
@@ -83,32 +78,26 @@ def _medians(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.attach_speed", description=__doc__.splitlines()[0]
+    p = parser(__name__, __doc__)
+    p.add_argument("--variants", type=listed(), default=("base", "quant", "pruned-75", "pruned-quant-75"))
+    p.add_argument("--bert-base", default=str(BERT_BASE_DIR), help="'' skips it")
+    p.add_argument(
+        "--actors", type=positive_int, default=5, help="fresh processes per kind; medians over them"
     )
-    parser.add_argument("--variants", default="base,quant,pruned-75,pruned-quant-75", help="under artifacts/")
-    parser.add_argument(
-        "--bert-base", default=str(ROOT / "artifacts" / "bert-base-random"), help="'' skips it"
-    )
-    parser.add_argument("--actors", type=int, default=5, help="fresh processes per kind; medians over them")
-    parser.add_argument("--json", action="store_true", help="(the last line is always the JSON object)")
-    args = parser.parse_args(argv)
-    if args.actors < 1:
-        parser.error(f"--actors must be >= 1, got {args.actors}")
-    dirs = {v: str(ROOT / "artifacts" / v) for v in args.variants.split(",") if v}
+    args = p.parse_args(argv)
+    dirs = {v: str(ROOT / "artifacts" / v) for v in args.variants}
     if args.bert_base:
         dirs["bert-base"] = args.bert_base
-    missing = [d for d in dirs.values() if not (Path(d) / "config.json").is_file()]
-    if missing:
-        parser.error(
-            f"no model folder at {missing} (make artifacts; benchmarks.replica_floor builds bert-base)"
-        )
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if missing := [d for d in dirs.values() if not (Path(d) / "config.json").is_file()]:
+        p.error(f"no model folder at {missing} (make artifacts; benchmarks.replica_floor builds bert-base)")
+    setup_logging()
     result = {"machine": machine_info(), "actors": args.actors, **measure(dirs, args.actors)}
-    for kind in ("cold", "warm"):
-        for name, row in result[kind].items():
-            print(f"{kind:5} {name:16} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
-    print(json.dumps(result))
+    summary = [
+        f"{kind:5} {name:16} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items())
+        for kind in ("cold", "warm")
+        for name, row in result[kind].items()
+    ]
+    emit(result, args.json, summary)
     return 0
 
 

@@ -1,56 +1,30 @@
 """Autoscaling under a step load, up and back down: `python -m benchmarks.autoscale --json`.
 
-One variant is deployed with its `autoscaling_config` from `serve_config.yaml` on a private local
-Ray + Serve (127.0.0.1). Closed-loop users send single texts: a few at first, then many at the step,
-then none. Serve's own status is sampled every 0.25 s, so the report shows when the autoscaler
-decided (target replicas up), when each new replica served its first 200 (the new capacity serving,
-told apart by `x-replica-id`), and, after the load stops, when replicas came back down to the
-minimum. `--plot` draws replicas and requests/s over time.
-
-The last stdout line is one JSON object. `--quick`: a short step, no wait for the scale-down.
+One variant is deployed with its `autoscaling_config` on a private local Ray + Serve. Closed-loop
+users send single texts: a few, then many at the step, then none. Serve's status is sampled every
+0.25 s: the report shows when the autoscaler decided (target replicas up), when each new replica
+served its first 200 (by `x-replica-id`), and when replicas came back down to the minimum after the
+load stopped. `--plot`: replicas and requests/s over time. `--quick`: a short step, no scale-down.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
+import math
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from benchmarks.harness.cli import emit, parser, setup_logging
+from benchmarks.harness.load import ClosedLoopUsers, wait_serving, wait_until
+from benchmarks.harness.replicas import replica_counts
+from benchmarks.harness.session import ServeSession, app_entry
+from deployments.serve_config import DEFAULT_PATH, load_serve_config
 from loading.host import machine_info
-from benchmarks.harness.session import (
-    ClosedLoopUsers,
-    ServeSession,
-    app_entry,
-    load_serve_config,
-    post_text,
-    wait_until,
-)
 
-__all__ = ["StepLoad", "main", "replica_counts", "step_load"]
-
-logger = logging.getLogger(__name__)
-
-
-def replica_counts(variant: str) -> tuple[int, int]:
-    """(running replicas, autoscaler's target) of `variant`'s deployment, from `serve.status()`."""
-    from ray import serve
-
-    app = serve.status().applications.get(variant)
-    if app is None:
-        return 0, 0
-    running = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
-    target = 0
-    for d in app.deployments.values():
-        detail = getattr(d, "autoscaling_detail", None)
-        target += getattr(detail, "target_replicas", None) or sum(d.replica_states.values())
-    return running, target
+__all__ = ["StepLoad", "main", "step_load", "summarize"]
 
 
 @dataclass
@@ -64,13 +38,6 @@ class StepLoad:
     min_again_at: float | None = None  # back at min replicas, as the waiter saw it
 
 
-def _sample(variant: str, record: StepLoad, stop: threading.Event) -> None:
-    while not stop.is_set():
-        running, target = replica_counts(variant)
-        record.samples.append((time.time(), running, target))
-        stop.wait(0.25)
-
-
 def step_load(
     session: ServeSession,
     variant: str,
@@ -81,25 +48,24 @@ def step_load(
     timeout_s: float,
     scale_down: bool = True,
 ) -> dict[str, Any]:
-    """Deploy `variant` with its autoscaling, step `users[0]` -> `users[1]`, then stop the load.
-
-    Waits for the deployment to reach max replicas with every new replica serving, holds the load
-    `hold_s` longer, stops it and (with `scale_down`) waits for the minimum again.
-    """
+    """Deploy `variant` with its autoscaling, step `users[0]` -> `users[1]` until max replicas all
+    serve, hold `hold_s` longer, stop the load and (with `scale_down`) wait for the minimum again."""
     app = app_entry(session.config, variant)
     scaling = app["deployments"][0].get("autoscaling_config") or {}
     low, high = scaling.get("min_replicas", 1), scaling.get("max_replicas", 1)
     if high <= low:
         raise SystemExit(f"{variant}: its autoscaling_config cannot scale up (min {low}, max {high})")
     session.deploy([app])
-    with httpx.Client() as client:
-        wait_until(
-            lambda: (r := post_text(client, session.url, variant)) and r.status_code == 200, 180, variant
-        )
+    wait_serving(session.url, variant)
     wait_until(lambda: replica_counts(variant)[0] == low, timeout_s, f"{variant} at min replicas", 0.1)
-    record = StepLoad()
-    sampling = threading.Event()
-    sampler = threading.Thread(target=_sample, args=(variant, record, sampling), daemon=True)
+    record, sampling = StepLoad(), threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            record.samples.append((time.time(), *replica_counts(variant)))
+            sampling.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     load = ClosedLoopUsers(session.url, variant, record.requests)
     try:
@@ -117,15 +83,14 @@ def step_load(
     finally:
         load.close()
     record.stop_at = time.time()
-    if scale_down:
-        try:
+    try:
+        if scale_down:
             record.min_again_at, _ = wait_until(
                 lambda: replica_counts(variant)[0] == low, timeout_s, f"{variant} back at min", 0.25
             )
-        finally:
-            sampling.set()
-    sampling.set()
-    sampler.join()
+    finally:
+        sampling.set()
+        sampler.join()
     record.samples.append((time.time(), *replica_counts(variant)))  # the end state, as last seen
     return summarize(record, before, scaling, users)
 
@@ -175,13 +140,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.step(times, [r for _, r, _ in samples], where="post", label="running replicas")
     ax.step(times, [g for _, _, g in samples], where="post", linestyle="--", label="target replicas")
-    ax.set_xlabel("seconds from the load step")
-    ax.set_ylabel("replicas")
+    ax.set(xlabel="seconds from the load step", ylabel="replicas")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    rate: dict[int, int] = {}
-    for at, _, status in result["_requests"]:  # seconds from the step
-        if status == 200:
-            rate[int(at // 1)] = rate.get(int(at // 1), 0) + 1
+    rate = Counter(
+        math.floor(at) for at, _, status in result["_requests"] if status == 200
+    )  # s from the step
     twin = ax.twinx()
     seconds = sorted(rate)
     twin.plot(seconds, [rate[s] for s in seconds], color="grey", alpha=0.6, label="requests/s (200)")
@@ -189,13 +152,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.axvline(0, color="black", linewidth=0.8)
     if result["timeline"]["stop_s"] is not None:
         ax.axvline(result["timeline"]["stop_s"], color="black", linewidth=0.8, linestyle=":")
-    users = result["users_before_after"]
-    ax.set_title(
-        f"{result['variant']}: {users[0]} -> {users[1]} users at 0 s, load stopped at the dotted line"
-    )
-    lines = ax.get_legend_handles_labels()
-    more = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right", fontsize=8)
+    low, high = result["users_before_after"]
+    ax.set_title(f"{result['variant']}: {low} -> {high} users at 0 s, load stopped at the dotted line")
+    (lines, labels), (more, more_labels) = ax.get_legend_handles_labels(), twin.get_legend_handles_labels()
+    ax.legend(lines + more, labels + more_labels, loc="upper right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -203,52 +163,43 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.autoscale", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--config", default="serve_config.yaml")
-    parser.add_argument("--variant", default="base")
-    parser.add_argument("--users", default="2,32", help="users before,after the step")
-    parser.add_argument("--warm", type=float, default=10.0, help="seconds at the low load before the step")
-    parser.add_argument("--hold", type=float, default=20.0, help="seconds at full capacity before stopping")
-    parser.add_argument("--port", type=int, default=8100, help="its own Serve (8000 may be `make serve`)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds any one wait may take")
-    parser.add_argument("--plot", type=Path, default=None, help="write the timeline as a PNG here")
-    parser.add_argument("--quick", action="store_true", help="short step, no scale-down wait: < 1 minute")
-    parser.add_argument("--json", action="store_true", help="(the last line is always the JSON object)")
-    args = parser.parse_args(argv)
+    p = parser("benchmarks.autoscale", __doc__)
+    p.add_argument("--config", default=DEFAULT_PATH)
+    p.add_argument("--variant", default="base")
+    p.add_argument("--users", default="2,32", help="users before,after the step")
+    p.add_argument("--warm", type=float, default=10.0, help="seconds at the low load before the step")
+    p.add_argument("--hold", type=float, default=20.0, help="seconds at full capacity before stopping")
+    p.add_argument("--port", type=int, default=8100, help="its own Serve (8000 may be `make serve`)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds any one wait may take")
+    p.add_argument("--plot", type=Path, default=None, help="write the timeline as a PNG here")
+    p.add_argument("--quick", action="store_true", help="short step, no scale-down wait: < 1 minute")
+    args = p.parse_args(argv)
     try:
         low, high = (int(u) for u in args.users.split(","))
     except ValueError:
-        parser.error(f"--users must be two whole numbers like 2,32, got {args.users!r}")
+        p.error(f"--users must be two whole numbers like 2,32, got {args.users!r}")
     if not 0 < low < high:
-        parser.error(f"--users must rise from at least 1, got {args.users!r}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+        p.error(f"--users must rise from at least 1, got {args.users!r}")
+    setup_logging()
     config = load_serve_config(args.config)
     out: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "variant": args.variant}
+    steps = {"warm_s": 3.0, "hold_s": 2.0} if args.quick else {"warm_s": args.warm, "hold_s": args.hold}
     with ServeSession(config, args.port) as session:
         result = step_load(
-            session,
-            args.variant,
-            (low, high),
-            warm_s=3.0 if args.quick else args.warm,
-            hold_s=2.0 if args.quick else args.hold,
-            timeout_s=args.timeout,
-            scale_down=not args.quick,
+            session, args.variant, (low, high), **steps, timeout_s=args.timeout, scale_down=not args.quick
         )
     requests = result.pop("_requests")
-    out.update(result)
-    print(
+    out |= result
+    if args.plot:
+        plot({**out, "_requests": requests}, args.plot)
+    out["machine_after"] = machine_info()
+    summary = (
         f"{args.variant}: {low} -> {high} users; autoscaler decided after {result['step_to_decision_s']} s, "
         f"new replicas' first 200 at {[round(s, 1) for s in result['new_replicas_first_200_s']]} s; "
         f"back at min {result['load_stop_to_min_replicas_s']} s after the load stopped; "
         f"{result['failed']} of {result['requests']} requests failed"
     )
-    if args.plot:
-        plot({**out, "_requests": requests}, args.plot)
-    out["machine_after"] = machine_info()
-    print(json.dumps(out))
+    emit(out, args.json, [summary])
     return 0
 
 

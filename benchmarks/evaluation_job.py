@@ -1,19 +1,18 @@
-"""Throughput of the evaluation job, side by side: `python -m benchmarks.evaluation_job`.
+"""Throughput of the evaluation job, side by side: `python -m benchmarks.evaluation_job --json`.
 
 For each variant (default base and quant of the served model) the job runs on the same rows with
 1 and with 2 workers (1 CPU each), each run in a fresh output folder, and rows per second are taken
 from the first shard sent to the last one written (worker start-up, imports of the model code
 included, is reported apart). The rows are the test split `--repeat` times over, so that a run
-lasts long enough for the last shard's tail not to decide the ratio. Then a
+lasts long enough for the last shard's tail not to decide the ratio. As a ceiling for the scaling,
+the first variant also runs in 1 and 2 plain processes (no Ray) on the same rows. Then a
 BERT-base-shaped classifier (random weights: speed does not depend on their values) is timed on the
 same texts in one process with one thread, fp32 and int8, to turn measured per-core throughput into
-an estimate for the study's 70,400-row set on a 16-core node. As a ceiling for the scaling, the first
-variant also runs in 1 and 2 plain processes (no Ray) on the same rows.
+an estimate for the study's 70,400-row set on a 16-core node.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -24,14 +23,17 @@ from typing import Any
 import ray
 import torch
 
+from benchmarks.harness.cli import emit, listed, parser, positive_int, setup_logging
+from benchmarks.harness.models import random_bert
+from benchmarks.harness.session import local_ray
 from evaluation.data import DataSpec, load_eval_data
-from evaluation.job import JobConfig, _ensure_ray, run_job
+from evaluation.job import JobConfig, run_job
 from loading.artifact import load_tokenizer, resolve_model_dir
 from loading.host import machine_info
 from loading.model_store import model_store
 from loading.predict import Predictor
 
-__all__ = ["main", "measure_bert_base", "measure_job", "repeated_rows"]
+__all__ = ["main", "measure_bert_base", "measure_job", "measure_plain_processes", "repeated_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +53,18 @@ def repeated_rows(spec: DataSpec, times: int, folder: Path) -> DataSpec:
     return DataSpec(data=str(path))
 
 
-def measure_job(spec: DataSpec, variant: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure_job(spec: DataSpec, variant: str, workers: int, **job: Any) -> dict[str, Any]:
     """One clean job run of `variant` alone on `workers` 1-CPU workers; rows/s over its shards."""
     with tempfile.TemporaryDirectory(prefix="job-bench-") as out:
         cfg = JobConfig(
             variants=(variant,),
             base=variant,
             out=out,
-            model_root=args.model_root,
             workers=workers,
             cpus_per_worker=1.0,
-            batch_size=args.batch_size,
-            shard_rows=args.shard_rows,
             bootstrap_resamples=10,
             report=False,
+            **job,
         )
         start = time.perf_counter()
         results = run_job(spec, cfg)
@@ -103,10 +103,11 @@ def measure_plain_processes(model_dir: Path, texts: list[str], processes: int, b
 
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    parts = [texts[k::processes] for k in range(processes)]  # interleaved: equal lengths on average
-    procs = [
-        ctx.Process(target=_plain_worker, args=(str(model_dir), part, batch_size, barrier, results))
-        for part in parts
+    procs = [  # rows interleaved: equal lengths on average
+        ctx.Process(
+            target=_plain_worker, args=(str(model_dir), texts[k::processes], batch_size, barrier, results)
+        )
+        for k in range(processes)
     ]
     for proc in procs:
         proc.start()
@@ -118,19 +119,15 @@ def measure_plain_processes(model_dir: Path, texts: list[str], processes: int, b
 
 def measure_bert_base(texts: list[str], tokenizer: Any, batch_size: int) -> dict[str, float]:
     """Rows/s of a BERT-base-shaped classifier (12 x 768, 110 M parameters) on one thread, fp32 and int8."""
-    from transformers import BertConfig, BertForSequenceClassification
-
     from compression import build_variant
 
-    torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
+        model = random_bert()
         rates = {}
         for name in ("base", "quant"):
-            variant = model if name == "base" else build_variant(model, "quant")
-            predictor = Predictor(variant, tokenizer)
+            predictor = Predictor(model if name == "base" else build_variant(model, "quant"), tokenizer)
             predictor.probabilities(texts[:batch_size], batch_size)  # warm-up: first-call allocations
             start = time.perf_counter()
             predictor.probabilities(texts, batch_size)
@@ -141,96 +138,73 @@ def measure_bert_base(texts: list[str], tokenizer: Any, batch_size: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.evaluation_job", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--variants", default="base,quant")
-    parser.add_argument("--model-root", default="artifacts")
-    parser.add_argument("--sample", type=int, default=None, help="balanced rows (default: all 715 test rows)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-rows", type=int, default=64)
-    parser.add_argument(
+    p = parser(__name__, __doc__)
+    p.add_argument("--variants", type=listed(), default=("base", "quant"))
+    p.add_argument("--model-root", default="artifacts")
+    p.add_argument("--sample", type=int, default=None, help="balanced rows (default: all 715 test rows)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--shard-rows", type=int, default=64)
+    p.add_argument(
         "--repeat",
-        type=int,
+        type=positive_int,
         default=3,
         help="time the rows this many times over (the 715 test rows last ~15 s on 2 workers: one "
         "shard's tail or warm-up is then several %% of the run; the study's set is 70,400 rows)",
     )
-    parser.add_argument("--bert-base-rows", type=int, default=64, help="rows timed on the BERT-base shape")
-    parser.add_argument("--json", default=None, help="also write the results to this file")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.repeat < 1:
-        parser.error(f"--repeat must be >= 1, got {args.repeat}")
-    work = tempfile.TemporaryDirectory(prefix="job-bench-data-")
-    spec = repeated_rows(DataSpec(sample=args.sample), args.repeat, Path(work.name))
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    before = machine_info()
-    _ensure_ray()
-    for variant in variants:  # the store reads each variant from disk once, outside the timings
-        ray.get(model_store().ensure.remote(variant, str(resolve_model_dir(Path(args.model_root) / variant))))
-    runs = []
-    for variant in variants:
-        for workers in (1, 2):
-            runs.append(measure_job(spec, variant, workers, args))
-            print(
-                f"{variant:>8} {workers} worker(s): {runs[-1]['rows_per_s']:6.1f} rows/s "
-                f"({runs[-1]['rows']} rows in {runs[-1]['wall_s']:.1f} s; "
-                f"start-up {runs[-1]['startup_s']:.1f} s)",
-                flush=True,
-            )
-    table = load_eval_data(spec)
+    p.add_argument("--bert-base-rows", type=int, default=64, help="rows timed on the BERT-base shape")
+    args = p.parse_args(argv)
+    setup_logging()
+    dirs = {v: resolve_model_dir(Path(args.model_root) / v) for v in args.variants}
+    job = {"model_root": args.model_root, "batch_size": args.batch_size, "shard_rows": args.shard_rows}
+    record: dict[str, Any] = {"machine_before": machine_info(), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="job-bench-data-") as work:
+        spec = repeated_rows(DataSpec(sample=args.sample), args.repeat, Path(work))
+        # Workers at nice 0, as the job's own local Ray runs them (they *are* the job).
+        with local_ray(_system_config={"worker_niceness": 0}):
+            for variant, model_dir in dirs.items():  # the store reads each from disk once, untimed
+                ray.get(model_store().ensure.remote(variant, str(model_dir)))
+            for variant in dirs:
+                for workers in (1, 2):
+                    record["runs"].append(run := measure_job(spec, variant, workers, **job))
+                    logger.info("%s, %d worker(s): %s", variant, workers, run)
+        texts = load_eval_data(spec).texts
+    rate = {(r["variant"], r["workers"]): r["rows_per_s"] for r in record["runs"]}
+    first = args.variants[0]
     # The same rows in plain processes without Ray: how well this machine runs two at once at all.
-    base_dir = resolve_model_dir(Path(args.model_root) / variants[0])
-    plain = {n: measure_plain_processes(base_dir, table.texts, n, args.batch_size) for n in (1, 2)}
-    texts = table.texts[: args.bert_base_rows]
-    tokenizer = load_tokenizer(resolve_model_dir(Path(args.model_root) / variants[0]))
-    single = measure_bert_base(texts, tokenizer, args.batch_size)
-    after = machine_info()
-    rate = {(r["variant"], r["workers"]): r["rows_per_s"] for r in runs}
-    print()
-    print(
+    plain = {n: measure_plain_processes(dirs[first], texts, n, args.batch_size) for n in (1, 2)}
+    texts = texts[: args.bert_base_rows]
+    single = measure_bert_base(texts, load_tokenizer(dirs[first]), args.batch_size)
+    record.update(
+        plain_processes_rows_per_s=plain, bert_base_1_thread_rows_per_s=single, estimates_16_cores={}
+    )
+    record["machine_after"] = after = machine_info()
+    before = record["machine_before"]
+    lines = [
         f"date {before['date']}, {before['cores']} cores, load average before {before['load_avg_1_5_15m']}, "
-        f"after {after['load_avg_1_5_15m']}"
-    )
-    print(f"{'variant':>8} | 1 worker rows/s | 2 workers rows/s | speed-up | efficiency")
-    for variant in variants:
-        one, two = rate[(variant, 1)], rate[(variant, 2)]
-        print(f"{variant:>8} | {one:15.1f} | {two:16.1f} | {two / one:7.2f}x | {two / one / 2:9.0%}")
-    print(
-        f"ceiling: {variants[0]} in 1 / 2 plain processes without Ray: "
-        f"{plain[1]:.1f} / {plain[2]:.1f} rows/s = {plain[2] / plain[1]:.2f}x"
-    )
-    print()
-    print(
+        f"after {after['load_avg_1_5_15m']}",
+        f"{'variant':>8} | 1 worker rows/s | 2 workers rows/s | speed-up | efficiency",
+        *(
+            f"{v:>8} | {rate[v, 1]:15.1f} | {rate[v, 2]:16.1f} | {rate[v, 2] / rate[v, 1]:7.2f}x | "
+            f"{rate[v, 2] / rate[v, 1] / 2:9.0%}"
+            for v in dirs
+        ),
+        f"ceiling: {first} in 1 / 2 plain processes without Ray: {plain[1]:.1f} / {plain[2]:.1f} rows/s = "
+        f"{plain[2] / plain[1]:.2f}x",
         f"BERT-base shape, 1 thread, {len(texts)} rows: fp32 {single['base']:.2f} rows/s, "
-        f"int8 {single['quant']:.2f} rows/s"
-    )
-    estimates = {}
+        f"int8 {single['quant']:.2f} rows/s",
+    ]
     for name in ("base", "quant"):
-        key = name if (name, 1) in rate else variants[0]
-        efficiency = rate[(key, 2)] / rate[(key, 1)] / 2
+        key = name if name in dirs else first
+        efficiency = rate[key, 2] / rate[key, 1] / 2
         node_rate = single[name] * NODE_CORES * efficiency
-        estimates[name] = {"rows_per_s": node_rate, "minutes": STUDY_ROWS / node_rate / 60}
-        print(
+        estimate = {"rows_per_s": node_rate, "minutes": STUDY_ROWS / node_rate / 60}
+        record["estimates_16_cores"][name] = estimate
+        lines.append(
             f"estimate, {STUDY_ROWS:,} rows on {NODE_CORES} cores (per-core rate x {NODE_CORES} x measured "
             f"efficiency {efficiency:.0%}), BERT-base {name}: {node_rate:.0f} rows/s = "
-            f"{estimates[name]['minutes']:.1f} min (study: {STUDY_HOURS:.0f} h)"
+            f"{estimate['minutes']:.1f} min (study: {STUDY_HOURS:.0f} h)"
         )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "runs": runs,
-                    "plain_processes_rows_per_s": plain,
-                    "bert_base_1_thread_rows_per_s": single,
-                    "estimates_16_cores": estimates,
-                    "machine_before": before,
-                    "machine_after": after,
-                },
-                indent=2,
-            )
-        )
+    emit(record, args.json, lines)
     return 0
 
 

@@ -5,9 +5,8 @@
 - `Pipeline`: the replica the Ray Serve docs show, a transformers `pipeline("text-classification")`
   built in `__init__`.
 
-Both answer `POST /classify` (and any other path) with their pid, process start and construction
-times, and a replica id, so the benchmark can tell a new replica from the old one.
-Measurement code: the product (`deployments/`) never imports it.
+Both answer any request with their pid, process start and construction times and a replica id, so
+the benchmark can tell a new replica from the old one.
 """
 
 from __future__ import annotations
@@ -61,8 +60,7 @@ class Pipeline:
         self.facts = _replica_facts(time.time())
 
     async def __call__(self, request: Request) -> dict[str, Any]:
-        text = (await request.json()).get("text", "")
-        return {**self.facts, **self.classify(text)[0]}
+        return {**self.facts, **self.classify((await request.json()).get("text", ""))[0]}
 
 
 def floor_app(args: dict[str, Any] | None = None) -> Application:

@@ -10,14 +10,11 @@ run and as ratios to the fp32 `F.linear`:
 
 `_int_mm` is fast only with an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI, AMX); on an
 AVX2-only CPU it took 28-33x fp32's time, which is why `int8_matmul_is_fast` probes and
-`int8_kernel: auto` picks fbgemm there. The last stdout line is JSON; the table goes to the log.
+`int8_kernel: auto` picks fbgemm there. The machine record names the CPU, which decides the answer.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -25,18 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.quantize import (
-    Int8Linear,
-    _int8_int_mm,
-    _quiet_quantization_warnings,
-    dequantize,
-    int8_matmul_is_fast,
-)
+from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
+from compression import quantize as q
 from compression.timing import best_ms
+from loading.host import machine_info
 
 __all__ = ["main", "measure"]
-
-logger = logging.getLogger(__name__)
 
 # (tokens, out_features, in_features): MiniLM-L6's FFN in and out at 16 texts x 32 tokens, BERT-base's.
 SHAPES = {
@@ -47,17 +38,16 @@ SHAPES = {
 
 
 def _kernels(tokens: int, out_features: int, in_features: int) -> dict[str, Callable[[], Any]]:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(tokens, in_features, generator=gen)
+    x = torch.randn(tokens, in_features, generator=torch.Generator().manual_seed(0))
     linear = nn.Linear(in_features, out_features)
-    int8 = Int8Linear.from_float(linear)
+    int8 = q.Int8Linear.from_float(linear)
     w8, scale = int8.weight_int8, int8.scale
-    with _quiet_quantization_warnings():
+    with q._quiet_quantization_warnings():
         fbgemm = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)
     return {
         "fp32": lambda: F.linear(x, linear.weight, linear.bias),
-        "int_mm": lambda: _int8_int_mm(x, w8, scale),
-        "dequant": lambda: F.linear(x, dequantize(w8, scale), linear.bias),
+        "int_mm": lambda: q._int8_int_mm(x, w8, scale),
+        "dequant": lambda: F.linear(x, q.dequantize(w8, scale), linear.bias),
         "fbgemm": lambda: fbgemm(x),
         "int8pack": lambda: torch._weight_int8pack_mm(x, w8, scale),
     }
@@ -70,28 +60,29 @@ def measure(repeats: int) -> dict[str, Any]:
         for name, shape in SHAPES.items():
             ms = {kernel: best_ms(fn, repeats) for kernel, fn in _kernels(*shape).items()}
             rows[name] = {"ms": ms, "vs_fp32": {k: v / ms["fp32"] for k, v in ms.items()}}
-    return {"shapes": rows, "int8_matmul_is_fast": int8_matmul_is_fast()}
+    return {"shapes": rows, "int8_matmul_is_fast": q.int8_matmul_is_fast()}
+
+
+def _summary(result: dict[str, Any]) -> list[str]:
+    kernels = list(next(iter(result["shapes"].values()))["ms"])
+    lines = [f"{'shape':<32} | " + " | ".join(f"{k} ms (x fp32)" for k in kernels)]
+    for name, row in result["shapes"].items():
+        lines.append(
+            f"{name:<32} | " + " | ".join(f"{row['ms'][k]:.2f} ({row['vs_fp32'][k]:.2f})" for k in kernels)
+        )
+    return [*lines, f"int8_matmul_is_fast (what int8_kernel: auto goes by): {result['int8_matmul_is_fast']}"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_kernels", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per number (the fastest is kept)")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = parser(__name__, __doc__)
+    p.add_argument(
+        "--repeats", type=positive_int, default=5, help="timed runs per number (the fastest is kept)"
+    )
+    args = p.parse_args(argv)
+    setup_logging()
     torch.set_num_threads(1)
-    from loading.host import cpu_model  # which int8 instructions the CPU has decides the answer
-
-    machine = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    result = {"machine": machine, "torch": torch.__version__, "threads": 1, **measure(args.repeats)}
-    kernels = list(next(iter(result["shapes"].values()))["ms"])
-    logger.info("%s | %s", "shape".ljust(32), " | ".join(f"{k} ms (x fp32)" for k in kernels))
-    for name, row in result["shapes"].items():
-        cells = " | ".join(f"{row['ms'][k]:.2f} ({row['vs_fp32'][k]:.2f})" for k in kernels)
-        logger.info("%s | %s", name.ljust(32), cells)
-    logger.info("int8_matmul_is_fast (what int8_kernel: auto goes by): %s", result["int8_matmul_is_fast"])
-    print(json.dumps(result))
+    result = {"machine": machine_info(), "threads": 1, **measure(args.repeats)}
+    emit(result, args.json, _summary(result))
     return 0
 
 

@@ -1,22 +1,19 @@
 """How long a fresh process takes to get a ready-to-run classifier: pickle, safetensors, zero-copy.
 
-Repeats the study's loading protocol (Figures 4.1-4.4: N consecutive loads, N in 10, 25, 50, 100)
-for three methods:
+Repeats the study's loading protocol (Figures 4.1-4.4: N consecutive loads, N in 10, 25, 50, 100):
 
-- `torch_load`: `torch.load(weights_only=False)` of a whole pickled model, the study's baseline. The
-  pickles are made here, from our own model, in a temp folder: loading a foreign pickle runs its code.
-- `from_pretrained`: Hugging Face `from_pretrained` from a safetensors artifact folder.
-- `zerocopy`: `loading.store.attach`, which maps the weight arena the model store put in Ray's
-  object store. The first attach in a process asks the store, unpickles the skeleton and wraps the
-  arena; later ones clone that module tree, sharing its tensors (what a replica pays to re-attach).
-- `zerocopy_remap`: the same, but every load forgets the process's mapping first, so each one pays
-  the store round trip, the skeleton unpickle and the tensor wrapping again.
+- `torch_load`: `torch.load(weights_only=False)` of a whole pickled model, the study's baseline (the
+  pickles are made here, from our own model: loading a foreign pickle runs its code);
+- `from_pretrained`: Hugging Face `from_pretrained` from a safetensors artifact folder;
+- `zerocopy`: `loading.store.attach`, mapping the model store's weight arena. The first attach in a
+  process asks the store, unpickles the skeleton and wraps the arena; later ones clone that module
+  tree, sharing its tensors (what a replica pays to re-attach);
+- `zerocopy_remap`: the same, but forgetting the mapping first, so each load pays it all again.
 
-Every (model, method, N) run happens in a process that never loaded that model: a fresh
-`python -m benchmarks.load_speed --worker ...` subprocess, or a fresh Ray actor for `zerocopy`. Imports
-happen before the clock starts, so the numbers are loading, not importing. The first load of a run
-is reported apart from the median of the rest, since it alone pays for cold caches and lazy setup.
-Ray's start and the store's one-off read of each model are reported too: the study counted them.
+Every (model, method, N) run happens in a process that never loaded that model (a `--worker`
+subprocess, or a fresh Ray actor for zero-copy), imports done before the clock starts. A run's first
+load (cold caches, lazy setup) is reported apart from the median of the rest. Ray's start and the
+store's one-off read of each model are reported too: the study counted them.
 
     python -m benchmarks.load_speed --json            # full run, one JSON line last on stdout
     python -m benchmarks.load_speed --quick --json    # smoke test: default model, 3 loads
@@ -43,7 +40,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from loading.host import WORKER_ENV, machine_info, set_worker_env
+from benchmarks.harness import ROOT
+from benchmarks.harness.cli import emit, listed, parser, setup_logging
+from benchmarks.harness.models import random_bert
+from benchmarks.harness.session import local_ray
+from loading.host import WORKER_ENV, machine_info
 
 __all__ = ["METHODS", "MODELS", "BenchConfig", "main", "run_benchmark"]
 
@@ -51,8 +52,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("torch_load", "from_pretrained", "zerocopy", "zerocopy_remap")
 MODELS = ("default", "bert-base")
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
-_BASE_ARTIFACT = _PROJECT_ROOT / "artifacts" / "base"
+_BASE_ARTIFACT = (ROOT / "artifacts" / "base").resolve()
 _PROBE_IDS = [[101, 7592, 2088, 102]]  # "[CLS] hello world [SEP]": enough to prove a forward runs
 _WORKER_TIMEOUT_S = 900  # one subprocess run of 100 bert-base pickle loads takes ~1 min here
 # Bar: the study's ~99% cut against its production loader, and half the public write-up's ~340x.
@@ -66,7 +66,6 @@ class BenchConfig:
 
     loads: tuple[int, ...] = (10, 25, 50, 100)  # consecutive loads per run, as in the study
     models: tuple[str, ...] = MODELS  # "default" (MiniLM classifier) and/or "bert-base" (110M)
-    json_only: bool = False  # print one JSON line on stdout instead of logging a table
 
     def __post_init__(self) -> None:
         if not self.loads or any(n < 2 for n in self.loads):
@@ -78,18 +77,12 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """One benchmark model on disk in both formats, and registered under a store variant."""
+    """One model as a safetensors folder (resolved, as `attach` wants it), a pickle and a store key."""
 
-    name: str
-    model_dir: Path  # safetensors artifact folder (from_pretrained, the store)
-    pickle_path: Path  # whole-model pickle (torch_load)
-    variant: str  # store key, unique per run so an existing store is never confused
-    params: int
-    weights_bytes: int  # bytes of the safetensors weights file
-    pickle_bytes: int
-
-
-# --- inside the fresh process ------------------------------------------------------------------
+    model_dir: Path
+    pickle_path: Path
+    variant: str  # unique per run, so an existing store is never confused
+    figures: dict[str, Any]  # params, bytes (safetensors weights), pickle_bytes, source
 
 
 def _import_model_code() -> None:
@@ -112,20 +105,15 @@ def _loader(method: str, target: str, variant: str = "") -> Callable[[], nn.Modu
         return lambda: AutoModelForSequenceClassification.from_pretrained(
             target, use_safetensors=True, local_files_only=True
         ).eval()
-    if method == "zerocopy":
-        from loading.store import attach
+    from loading.store import attach, forget_attached
 
-        # The model alone, like the other two methods (a replica fetches its tokenizer once).
-        return lambda: attach(variant, target, with_tokenizer=False).model
-    if method == "zerocopy_remap":
-        from loading.store import attach, forget_attached
-
-        def load() -> nn.Module:
+    def load() -> nn.Module:
+        if method == "zerocopy_remap":
             forget_attached()
-            return attach(variant, target, with_tokenizer=False).model
+        # The model alone, like the other methods (a replica fetches its tokenizer once).
+        return attach(variant, target, with_tokenizer=False).model
 
-        return load
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return load
 
 
 def _timed_loads(method: str, target: str, loads: int, variant: str = "") -> dict[str, Any]:
@@ -145,100 +133,67 @@ def _timed_loads(method: str, target: str, loads: int, variant: str = "") -> dic
         model = load()
         times_ms.append((time.perf_counter() - start) * 1e3)
         assert not model.training, f"{method} returned a model in training mode"
-    assert model is not None
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor(_PROBE_IDS)).logits  # (1, num_labels)
     if not torch.isfinite(logits).all():
         raise RuntimeError(f"{method} loaded a model whose forward gives non-finite logits")
-    return {"loads_ms": times_ms, "pid": os.getpid(), "logits_shape": list(logits.shape)}
+    return {"loads_ms": times_ms, "pid": os.getpid()}
 
 
-class _LoadActor:
-    """A fresh Ray worker process that attaches from the store, as a new Serve replica would."""
+def _run_fresh(method: str, p: _Prepared, loads: int) -> dict[str, Any]:
+    """One run in a brand-new process: a Ray worker for zero-copy (attaching from the store as a new
+    Serve replica would; it exits after the run), else a subprocess whose last stdout line is the result."""
+    if method.startswith("zerocopy"):
+        import ray
 
-    def __init__(self) -> None:
-        _import_model_code()
-        import loading.store  # noqa: F401  imports ray's client side and the zero-copy code
-
-    def run(self, method: str, variant: str, model_dir: str, loads: int) -> dict[str, Any]:
-        return _timed_loads(method, model_dir, loads, variant)
-
-
-# --- the driver ---------------------------------------------------------------------------------
-
-
-def _run_subprocess(method: str, target: Path, loads: int) -> dict[str, Any]:
-    """One run in a brand-new Python process; its last stdout line is the result."""
-    cmd = [sys.executable, "-m", "benchmarks.load_speed", "--worker", method, "--target", str(target)]
-    cmd += ["--loads", str(loads)]
-    env = {**os.environ, **WORKER_ENV}
+        run = ray.remote(num_cpus=1, max_calls=1)(_timed_loads)
+        return ray.get(run.remote(method, str(p.model_dir), loads, p.variant))
+    target = p.pickle_path if method == "torch_load" else p.model_dir
+    cmd = [sys.executable, "-m", __name__, "--worker", method, "--target", str(target), "--loads", str(loads)]
     proc = subprocess.run(
-        cmd, cwd=_PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=_WORKER_TIMEOUT_S
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **WORKER_ENV},
+        capture_output=True,
+        text=True,
+        timeout=_WORKER_TIMEOUT_S,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"worker {method} x{loads} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _run_actor(method: str, prepared: _Prepared, loads: int) -> dict[str, Any]:
-    """One zero-copy run in a brand-new Ray actor process, killed afterwards."""
-    import ray
-
-    actor = ray.remote(num_cpus=1)(_LoadActor).remote()
-    try:
-        result = ray.get(actor.run.remote(method, prepared.variant, str(prepared.model_dir), loads))
-    finally:
-        ray.kill(actor)
-    return result
-
-
 def _prepare(name: str, out_dir: Path) -> _Prepared:
-    """Write `name` as a safetensors artifact (unless `artifacts/base` is the default) and a pickle."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
-    from transformers import BertForSequenceClassification as Bert
+    """`name` as a safetensors artifact and a whole-model pickle (`artifacts/base` as it is, if built)."""
+    from transformers import AutoModelForSequenceClassification
 
-    from loading.artifact import WEIGHTS_FILE, default_encoder_dir, save_artifact
+    from loading.artifact import WEIGHTS_FILE, default_encoder_dir, load_tokenizer, save_artifact
     from loading.checkpoint import load_model
 
-    minilm = default_encoder_dir()
-    torch.manual_seed(0)
     if name == "default" and (_BASE_ARTIFACT / WEIGHTS_FILE).is_file():
-        model_dir = _BASE_ARTIFACT
-        model = load_model(model_dir)
+        model_dir, model = _BASE_ARTIFACT, load_model(_BASE_ARTIFACT)
     else:
-        if name == "default":  # the MiniLM encoder with a fresh, untrained 2-label head
+        model_dir = (out_dir / name).resolve()
+        if name == "bert-base":
+            model, how = random_bert(), {"method": "random-init"}
+        else:  # the MiniLM encoder with a fresh, untrained 2-label head
+            torch.manual_seed(0)
             model = AutoModelForSequenceClassification.from_pretrained(
-                minilm, num_labels=2, local_files_only=True
+                default_encoder_dir(), num_labels=2, local_files_only=True
             ).eval()
-        else:  # BERT-base shape (12 x 768), random weights: loading cost depends on bytes, not values
-            model = Bert(BertConfig(num_labels=2)).eval()
-        model_dir = out_dir / name
-        tokenizer = AutoTokenizer.from_pretrained(minilm, local_files_only=True)
-        how = {"method": "random-init"} if name == "bert-base" else {"method": "import", "parent": "minilm"}
-        save_artifact(model, tokenizer, model_dir, name=f"bench-{name}", **how)
+            how = {"method": "import", "parent": "minilm"}
+        save_artifact(model, load_tokenizer(default_encoder_dir()), model_dir, name=f"bench-{name}", **how)
     pickle_path = out_dir / f"{name}.pt"
     torch.save(model, pickle_path)
-    params = sum(p.numel() for p in model.parameters())
+    figures = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
+        "pickle_bytes": pickle_path.stat().st_size,
+        "source": str(model_dir) if model_dir == _BASE_ARTIFACT else "built",
+    }
     del model
     gc.collect()
-    return _Prepared(
-        name=name,
-        model_dir=model_dir.resolve(),  # attach() resolves too; the store insists they match
-        pickle_path=pickle_path,
-        variant=f"bench-{name}-{uuid.uuid4().hex[:8]}",
-        params=params,
-        weights_bytes=(model_dir / WEIGHTS_FILE).stat().st_size,
-        pickle_bytes=pickle_path.stat().st_size,
-    )
-
-
-def _summary(loads_ms: Sequence[float]) -> dict[str, float]:
-    """The first load, the median of the others, and the total of all (the study's figures)."""
-    return {
-        "median_ms": round(statistics.median(loads_ms[1:]), 3),
-        "total_s": round(sum(loads_ms) / 1e3, 4),
-        "first_ms": round(loads_ms[0], 3),
-    }
+    return _Prepared(model_dir, pickle_path, f"bench-{name}-{uuid.uuid4().hex[:8]}", figures)
 
 
 def _ratios(model: dict[str, Any], once_s: float) -> dict[str, Any]:
@@ -247,13 +202,13 @@ def _ratios(model: dict[str, Any], once_s: float) -> dict[str, Any]:
     Per-load ratios use the medians pooled over every run (first loads excluded), which a noisy
     neighbour sways less than any single run; the with-Ray saving uses the longest run's totals.
     """
-    pooled = model["pooled"]
     zc, fp, tl, remap = (
-        pooled[m]["median_ms"] for m in ("zerocopy", "from_pretrained", "torch_load", "zerocopy_remap")
+        model["pooled"][m]["median_ms"]
+        for m in ("zerocopy", "from_pretrained", "torch_load", "zerocopy_remap")
     )
     n = max(model["runs"], key=int)
     totals = {m: s["total_s"] for m, s in model["runs"][n].items()}
-    ratios = {
+    return {
         "from_pretrained_over_zerocopy": round(fp / zc, 2),
         "torch_load_over_zerocopy": round(tl / zc, 2),
         "zerocopy_saving_vs_torch_load_pct": round(100 * (1 - zc / tl), 2),
@@ -267,72 +222,62 @@ def _ratios(model: dict[str, Any], once_s: float) -> dict[str, Any]:
             100 * (1 - (totals["zerocopy"] + once_s) / totals["torch_load"]), 2
         ),
     }
-    return ratios
 
 
-def _log_table(result: dict[str, Any]) -> None:
-    """The result for a person: median ms per run (first load in brackets), pooled medians, ratios."""
-    lines = [f"{'model':<10} {'N':>6} " + " ".join(f"{m:>22}" for m in METHODS)]
+def _summary(result: dict[str, Any]) -> list[str]:
+    """Median ms per run (first load in brackets) and pooled, then the once-only costs and ratios."""
+    lines = ["median load ms", f"{'model':<10} {'N':>6} " + " ".join(f"{m:>22}" for m in METHODS)]
     for name, model in result["models"].items():
-        for n, run in model["runs"].items():
-            cells = [f"{run[m]['median_ms']:9.2f} (1st {run[m]['first_ms']:7.1f})" for m in METHODS]
+        for n, run in [*model["runs"].items(), ("pooled", model["pooled"])]:
+            cells = (
+                f"{run[m]['median_ms']:9.2f}" + (f" (1st {run[m]['first_ms']:7.1f})" if n != "pooled" else "")
+                for m in METHODS
+            )
             lines.append(f"{name:<10} {n:>6} " + " ".join(f"{c:>22}" for c in cells))
-        pooled = [f"{model['pooled'][m]['median_ms']:9.2f}" for m in METHODS]
-        lines.append(f"{name:<10} {'pooled':>6} " + " ".join(f"{c:>22}" for c in pooled))
-    lines.append(f"ray.init {result['ray_init_s']} s, store start {result['store_start_s']} s, ")
-    lines[-1] += f"store put {result['store_put_s']} s"
-    for name, ratios in result["ratios"].items():
-        lines.append(f"{name}: {ratios}")
-    lines.append(f"targets (bert-base): {result['targets']}")
-    logger.info("median load time in ms per method\n%s", "\n".join(lines))
+    once = {k: result[k] for k in ("ray_init_s", "store_start_s", "store_put_s")}
+    return [
+        *lines,
+        f"once: {once}",
+        *(f"{n}: {r}" for n, r in result["ratios"].items()),
+        f"targets (bert-base): {result['targets']}",
+    ]
+
+
+def _seconds(call: Callable[[], Any]) -> float:
+    """Seconds until the Ray call `call` makes has finished."""
+    import ray
+
+    start = time.perf_counter()
+    ray.get(call())
+    return round(time.perf_counter() - start, 3)
 
 
 def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
-    """Prepare the models, start Ray and the store, time every run; return the JSON-ready result."""
+    """Prepare the models, start a private Ray and the store, time every run; the JSON-ready record."""
     import ray
 
     from loading.model_store import model_store
 
-    set_worker_env()
     _import_model_code()  # also quiets the load reports of building the models
-    result: dict[str, Any] = {
-        "machine": machine_info(),
-        "config": asdict(cfg),
-        "models": {},
-    }
+    result: dict[str, Any] = {"machine": machine_info(), "config": asdict(cfg), "models": {}}
     with tempfile.TemporaryDirectory(prefix="loading-bench-") as tmp:
-        prepared = {}
-        for name in cfg.models:
-            prepared[name] = _prepare(name, Path(tmp))
-            logger.info("prepared %s: %s", name, prepared[name])
-        own_ray = not ray.is_initialized()  # reuse a caller's session, and leave it running
+        prepared = {name: _prepare(name, Path(tmp)) for name in cfg.models}
+        logger.info("prepared %s", prepared)
         start = time.perf_counter()
-        if own_ray:  # "local": never join a cluster someone else started on this machine
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        result["ray_init_s"] = round(time.perf_counter() - start, 3) if own_ray else None
-        store = model_store()
-        try:
-            start = time.perf_counter()
-            ray.get(store.variants.remote())
-            result["store_start_s"] = round(time.perf_counter() - start, 3)
-            result["store_put_s"] = {}
-            for name, p in prepared.items():
-                start = time.perf_counter()
-                ray.get(store.ensure.remote(p.variant, str(p.model_dir)))
-                result["store_put_s"][name] = round(time.perf_counter() - start, 3)
-            for name, p in prepared.items():
-                result["models"][name] = _run_model(cfg, p)
-        finally:
-            if own_ray:
-                ray.kill(store)  # detached: it would outlive us and keep the arenas
-                ray.shutdown()
-            else:
-                for p in prepared.values():
-                    ray.get(store.drop.remote(p.variant))
-    ray_s = (result["ray_init_s"] or 0.0) + result["store_start_s"]
-    result["ratios"] = {
-        name: _ratios(model, ray_s + result["store_put_s"][name]) for name, model in result["models"].items()
-    }
+        with local_ray(num_cpus=2):
+            result["ray_init_s"] = round(time.perf_counter() - start, 3)
+            store = model_store()
+            try:
+                result["store_start_s"] = _seconds(store.variants.remote)
+                result["store_put_s"] = {
+                    name: _seconds(lambda p=p: store.ensure.remote(p.variant, str(p.model_dir)))
+                    for name, p in prepared.items()
+                }
+                result["models"] = {name: _run_model(cfg, name, p) for name, p in prepared.items()}
+            finally:
+                ray.kill(store)  # detached: it would outlive the session and keep the arenas
+    once_s = result["ray_init_s"] + result["store_start_s"]
+    result["ratios"] = {n: _ratios(m, once_s + result["store_put_s"][n]) for n, m in result["models"].items()}
     big = result["ratios"].get("bert-base")  # None (not judged) when bert-base was not run
     result["targets"] = {
         "zerocopy_50x_from_pretrained": big
@@ -343,78 +288,59 @@ def run_benchmark(cfg: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def _run_model(cfg: BenchConfig, p: _Prepared) -> dict[str, Any]:
-    """Every (N, method) run of one model, methods interleaved so background load hits all alike."""
-    out: dict[str, Any] = {
-        "params": p.params,
-        "bytes": p.weights_bytes,
-        "pickle_bytes": p.pickle_bytes,
-        "source": str(p.model_dir) if p.model_dir == _BASE_ARTIFACT.resolve() else "built",
-        "runs": {},
-    }
+def _run_model(cfg: BenchConfig, name: str, p: _Prepared) -> dict[str, Any]:
+    """Every (N, method) run of one model, methods interleaved so background load hits all alike.
+
+    Per run: the first load, the median of the others and the total of all (the study's figures).
+    """
+    out: dict[str, Any] = {**p.figures, "runs": {}}
     pids: set[int] = set()
     rest_ms: dict[str, list[float]] = {m: [] for m in METHODS}  # every load but each run's first
     for n in cfg.loads:
-        runs = {}
+        runs = out["runs"][str(n)] = {}
         for method in METHODS:
-            if method.startswith("zerocopy"):
-                raw = _run_actor(method, p, n)
-            else:
-                target = p.pickle_path if method == "torch_load" else p.model_dir
-                raw = _run_subprocess(method, target, n)
+            raw = _run_fresh(method, p, n)
             assert raw["pid"] not in pids, "a run reused a process that had loaded the model"
             pids.add(raw["pid"])
-            runs[method] = _summary(raw["loads_ms"])
-            rest_ms[method].extend(raw["loads_ms"][1:])
-            logger.info("%s x%d %s: %s", p.name, n, method, runs[method])
-        out["runs"][str(n)] = runs
+            ms = raw["loads_ms"]
+            runs[method] = {
+                "median_ms": round(statistics.median(ms[1:]), 3),
+                "total_s": round(sum(ms) / 1e3, 4),
+                "first_ms": round(ms[0], 3),
+            }
+            rest_ms[method].extend(ms[1:])
+            logger.info("%s x%d %s: %s", name, n, method, runs[method])
     out["pooled"] = {
         m: {"median_ms": round(statistics.median(v), 3), "loads": len(v)} for m, v in rest_ms.items()
     }
     return out
 
 
-def _parse_loads(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--loads must be comma-separated integers, got {text!r}") from exc
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.load_speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line, last")
-    parser.add_argument("--loads", type=_parse_loads, default=BenchConfig.loads, help="e.g. 10,25,50,100")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 3 loads of the default model")
-    parser.add_argument("--worker", choices=METHODS[:2], help=argparse.SUPPRESS)
-    parser.add_argument("--target", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    p = parser(__name__, __doc__)
+    p.add_argument("--loads", type=listed(int), default=BenchConfig.loads, help="e.g. 10,25,50,100")
+    p.add_argument("--models", type=listed(), default=MODELS, help=f"comma-separated, from {MODELS}")
+    p.add_argument("--quick", action="store_true", help="smoke test: 3 loads of the default model")
+    p.add_argument("--worker", choices=METHODS[:2], help=argparse.SUPPRESS)
+    p.add_argument("--target", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
     if args.worker:  # we are the fresh process of one run: time it, report on stdout, exit
         if not args.target or len(args.loads) != 1:
-            parser.error("--worker needs --target and a single --loads count")
-        print(json.dumps(_timed_loads(args.worker, args.target, args.loads[0])), flush=True)
+            p.error("--worker needs --target and a single --loads count")
+        emit(_timed_loads(args.worker, args.target, args.loads[0]), as_json=True)
         return 0
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    setup_logging()
     try:
-        if args.quick:
-            cfg = BenchConfig(loads=(3,), models=("default",), json_only=args.json)
-        else:
-            cfg = BenchConfig(loads=args.loads, models=models, json_only=args.json)
+        cfg = BenchConfig((3,), ("default",)) if args.quick else BenchConfig(args.loads, args.models)
     except ValueError as exc:
-        parser.error(str(exc))
+        p.error(str(exc))
     result = run_benchmark(cfg)
-    if cfg.json_only:
-        print(json.dumps(result), flush=True)
-    else:
-        _log_table(result)
+    emit(result, args.json, _summary(result))
     return 0
 
 
 if __name__ == "__main__":
-    # Re-enter through the package name so Ray pickles `_LoadActor` by reference, not as `__main__`.
+    # Re-enter through the package name so Ray pickles `_timed_loads` by reference, not as `__main__`.
     from benchmarks.load_speed import main as _main
 
     sys.exit(_main())

@@ -1,14 +1,12 @@
-"""Locust users of `benchmarks/locustfile.py` that retry per `benchmarks.retry.RetryPolicy`, and can log
-every request, for measuring what users see while nodes are lost (`python -m benchmarks.preemption`).
+"""`benchmarks/locustfile.py`'s users, retrying per `benchmarks.retry.RetryPolicy` and logging every
+request (`benchmarks.records`), to measure what users see while replicas or nodes are lost.
 
     locust -f benchmarks/locust_retry.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8200 \\
         --batch-share 0 --retry-attempts 4 --records reports/requests.jsonl
 
-All options of `benchmarks/locustfile.py` apply, plus `--retry-attempts` (LOADTEST_RETRY_ATTEMPTS;
-1 = no retries), `--retry-backoff-s` and `--retry-timeout-s` (per attempt), and `--records`
-(LOADTEST_RECORDS: a JSON-lines file, one line per user request: variant, start and end epoch
-seconds, attempts, first and final status and error, the answering replica). In Locust's own
-stats every attempt is counted under `<name> attempt` and what the user saw under `<name>`.
+Options beyond the locustfile's: `--retry-attempts` (LOADTEST_RETRY_ATTEMPTS; 1 = none),
+`--retry-backoff-s`, `--retry-timeout-s` (per attempt), `--records` (LOADTEST_RECORDS). Locust's
+stats count every attempt under `<name> attempt` and what the user saw under `<name>`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from locust import events
 
 import benchmarks.locustfile as base  # a module, not its classes: Locust would run those users too
 from benchmarks.retry import RetryPolicy
-from benchmarks.shapes import answer_problem
 
 __all__ = ["RetryingClassifierUser"]
 
@@ -32,13 +29,11 @@ _records: list[IO[str]] = []  # the open --records file, if any (one per Locust 
 
 @events.init_command_line_parser.add_listener
 def _add_retry_options(parser: Any) -> None:
-    env = os.environ.get
-    parser.add_argument(
-        "--retry-attempts", type=int, default=int(env("LOADTEST_RETRY_ATTEMPTS", "4")), help="1 = none"
-    )
-    parser.add_argument("--retry-backoff-s", type=float, default=RetryPolicy.backoff_s)
-    parser.add_argument("--retry-timeout-s", type=float, default=RetryPolicy.timeout_s)
-    parser.add_argument("--records", default=env("LOADTEST_RECORDS", ""), help="JSON-lines request log")
+    env, add = os.environ.get, parser.add_argument
+    add("--retry-attempts", type=int, default=int(env("LOADTEST_RETRY_ATTEMPTS", "4")), help="1 = none")
+    add("--retry-backoff-s", type=float, default=RetryPolicy.backoff_s)
+    add("--retry-timeout-s", type=float, default=RetryPolicy.timeout_s)
+    add("--records", default=env("LOADTEST_RECORDS", ""), help="JSON-lines request log")
 
 
 @events.init.add_listener
@@ -71,40 +66,15 @@ class RetryingClassifierUser(base.ClassifierUser):
         self.network_timeout = self.connection_timeout = self.policy.timeout_s
         super().__init__(environment)
 
-    def _attempt(
-        self, variant: str, body: dict[str, Any], sent: int, name: str
-    ) -> tuple[int | None, str | None, Any]:
-        """One POST; (status or None if no answer, problem or None, the response)."""
-        with self.client.post(
-            f"/{variant}/classify", json=body, name=f"{name} attempt", catch_response=True
-        ) as response:
-            status = response.status_code or None  # geventhttpclient: 0 when nothing answered
-            if status is None:
-                problem = f"no answer: {response.error}"
-            elif not 200 <= status < 300:
-                problem = f"HTTP {status}: {response.text[:200] if response.text else ''}"
-            else:
-                try:
-                    problem = answer_problem(response.json(), sent, variant)
-                except ValueError:
-                    problem = f"body is not JSON: {response.text[:200]}"
-            if problem:
-                response.failure(problem)
-            return status, problem, response
-
     def _classify(self, texts: list[str], kind: str) -> None:
         variant = random.choice(self.variants)
         body = {"text": texts[0]} if kind == "single" else {"texts": texts}
         name = f"/{variant}/classify [{kind}]"
         started, clock = time.time(), time.perf_counter()
-        first: tuple[int | None, str | None] | None = None
-        for attempt in range(1, self.policy.max_attempts + 1):
-            status, problem, response = self._attempt(variant, body, len(texts), name)
-            first = first or (status, problem)
-            if problem is None or attempt == self.policy.max_attempts or not self.policy.retryable(status):
-                break
-            retry_after = response.headers.get("retry-after") if status is not None else None
-            time.sleep(self.policy.delay_s(attempt, retry_after=retry_after))  # gevent-patched
+        attempts, first, (status, problem, response) = self.policy.run(
+            lambda: self._post(variant, body, len(texts), f"{name} attempt"),
+            time.sleep,  # gevent-patched
+        )
         elapsed_ms = (time.perf_counter() - clock) * 1e3
         events.request.fire(
             request_type="POST",
@@ -119,7 +89,7 @@ class RetryingClassifierUser(base.ClassifierUser):
                 "variant": variant,
                 "t0": started,
                 "t1": started + elapsed_ms / 1e3,
-                "attempts": attempt,
+                "attempts": attempts,
                 "first_status": first[0],
                 "first_error": first[1],
                 "status": status,

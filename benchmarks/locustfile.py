@@ -1,18 +1,14 @@
 """Locust users for the classifier API: real texts, single and small batches, any variants.
 
     locust -f benchmarks/locustfile.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:8000 \\
-        --csv reports/locust                                  # constant load on /base
-    locust -f benchmarks/locustfile.py --headless -u 20 -r 5 -t 120s --host http://127.0.0.1:8000 \\
-        --variants base,quant --load-shape step               # 5 more users every 30 s, up to -u
+        --variants base,quant --load-shape step --csv reports/locust   # 5 more users every 30 s, up to -u
 
-Options (also as environment variables, for `locust --config` or CI): `--variants`
-(LOADTEST_VARIANTS, comma-separated, one picked at random per request), `--texts-file`
-(LOADTEST_TEXTS: a CSV/Parquet/JSONL file, column `--text-column`; default the Dreaddit test split),
-`--batch-max` (largest batch a user sends), `--batch-share` (share of requests that are batches of
-2..batch-max; default 0.25, 0 sends single texts only, so requests/s is texts/s),
-`--load-shape` constant | step | spike with `--step-users`, `--step-seconds`, `--spike-at`,
-`--spike-seconds`. A request fails only on a non-2xx status or a body that is not the API's answer
-for the texts sent (wrong count, labels without probabilities...).
+Options (also environment variables LOADTEST_*, for `locust --config` or CI): `--variants` (one
+picked at random per request), `--texts-file`/`--text-column` (CSV/Parquet/JSONL; default the
+Dreaddit test split), `--batch-max`, `--batch-share` (share of requests that are batches of
+2..batch-max; 0: single texts only, so requests/s is texts/s), `--load-shape` constant | step |
+spike (`benchmarks.shapes`). A request fails on no answer, a non-2xx status or a body that is not
+the API's answer for the texts sent.
 """
 
 from __future__ import annotations
@@ -28,28 +24,22 @@ from locust import FastHttpUser, LoadTestShape, constant, events, task
 
 from benchmarks.shapes import SHAPES, ShapeConfig, answer_problem, users_at
 
-__all__ = ["ClassifierUser", "ConfiguredShape"]
+__all__ = ["ClassifierUser", "ConfiguredShape", "response_problem"]
 
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
-    env = os.environ.get
-    parser.add_argument(
-        "--variants", default=env("LOADTEST_VARIANTS", "base"), help="routes to call, a,b,..."
-    )
-    parser.add_argument(
-        "--texts-file", default=env("LOADTEST_TEXTS", ""), help="texts to send (default Dreaddit)"
-    )
-    parser.add_argument("--text-column", default=env("LOADTEST_TEXT_COLUMN", "text"))
-    parser.add_argument("--batch-max", type=int, default=int(env("LOADTEST_BATCH_MAX", "4")))
-    parser.add_argument(
-        "--batch-share", type=float, default=float(env("LOADTEST_BATCH_SHARE", "0.25")), help="0..1"
-    )
-    parser.add_argument("--load-shape", choices=SHAPES, default=env("LOADTEST_SHAPE", "constant"))
-    parser.add_argument("--step-users", type=int, default=5, help="step shape: users added per step")
-    parser.add_argument("--step-seconds", type=float, default=30.0, help="step shape: seconds per step")
-    parser.add_argument("--spike-at", type=float, default=20.0, help="spike shape: seconds before the spike")
-    parser.add_argument("--spike-seconds", type=float, default=20.0, help="spike shape: spike length")
+    env, add = os.environ.get, parser.add_argument
+    add("--variants", default=env("LOADTEST_VARIANTS", "base"), help="routes to call, a,b,...")
+    add("--texts-file", default=env("LOADTEST_TEXTS", ""), help="texts to send (default Dreaddit)")
+    add("--text-column", default=env("LOADTEST_TEXT_COLUMN", "text"))
+    add("--batch-max", type=int, default=int(env("LOADTEST_BATCH_MAX", "4")))
+    add("--batch-share", type=float, default=float(env("LOADTEST_BATCH_SHARE", "0.25")), help="0..1")
+    add("--load-shape", choices=SHAPES, default=env("LOADTEST_SHAPE", "constant"))
+    add("--step-users", type=int, default=5, help="step shape: users added per step")
+    add("--step-seconds", type=float, default=30.0, help="step shape: seconds per step")
+    add("--spike-at", type=float, default=20.0, help="spike shape: seconds before the spike")
+    add("--spike-seconds", type=float, default=20.0, help="spike shape: spike length")
 
 
 @functools.cache
@@ -67,19 +57,33 @@ def _texts(path: str, column: str) -> tuple[str, ...]:
 
 
 @events.init.add_listener
-def _check_texts(environment: Any, **_: Any) -> None:
+def _check_options(environment: Any, **_: Any) -> None:
     """Read the texts before any user starts: a bad file stops the run with a message, not a hang."""
     opts = environment.parsed_options
     if opts is None:  # not started from the command line (e.g. imported by a tool)
         return
+    log = logging.getLogger(__name__)
     try:
         _texts(opts.texts_file, opts.text_column)
     except (OSError, ValueError) as exc:  # DataError is a ValueError
-        logging.getLogger(__name__).error("cannot load texts: %s", exc)
+        log.error("cannot load texts: %s", exc)
         sys.exit(2)
     if not 0.0 <= opts.batch_share <= 1.0:
-        logging.getLogger(__name__).error("--batch-share must be within 0..1, got %s", opts.batch_share)
+        log.error("--batch-share must be within 0..1, got %s", opts.batch_share)
         sys.exit(2)
+
+
+def response_problem(response: Any, sent: int, variant: str) -> str | None:
+    """What is wrong with a response to `sent` texts from `variant`, or None if it is the API's answer."""
+    status = response.status_code  # geventhttpclient: 0 when nothing answered
+    if not status:
+        return f"no answer: {response.error}"
+    if not 200 <= status < 300:
+        return f"HTTP {status}: {(response.text or '')[:200]}"
+    try:
+        return answer_problem(response.json(), sent, variant)
+    except ValueError:
+        return f"body is not JSON: {response.text[:200]}"
 
 
 class ClassifierUser(FastHttpUser):
@@ -98,21 +102,19 @@ class ClassifierUser(FastHttpUser):
         self.batch_max = max(2, opts.batch_max)
         self.batch_share = opts.batch_share
 
+    def _post(
+        self, variant: str, body: dict[str, Any], sent: int, name: str
+    ) -> tuple[int | None, str | None, Any]:
+        """One POST, marked failed unless it is the API's answer: a `benchmarks.retry.Attempt`."""
+        with self.client.post(f"/{variant}/classify", json=body, name=name, catch_response=True) as response:
+            if problem := response_problem(response, sent, variant):
+                response.failure(problem)
+            return response.status_code or None, problem, response  # geventhttpclient: 0 = no answer
+
     def _classify(self, texts: list[str], kind: str) -> None:
         variant = random.choice(self.variants)
         body = {"text": texts[0]} if kind == "single" else {"texts": texts}
-        with self.client.post(
-            f"/{variant}/classify", json=body, name=f"/{variant}/classify [{kind}]", catch_response=True
-        ) as response:
-            if not 200 <= response.status_code < 300:
-                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
-                return
-            try:
-                problem = answer_problem(response.json(), len(texts), variant)
-            except ValueError:
-                problem = f"body is not JSON: {response.text[:200]}"
-            if problem:
-                response.failure(problem)
+        self._post(variant, body, len(texts), f"/{variant}/classify [{kind}]")
 
     @task
     def classify(self) -> None:
@@ -127,15 +129,8 @@ class ConfiguredShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         opts = self.runner.environment.parsed_options
-        cfg = ShapeConfig(
-            opts.load_shape,
-            int(opts.num_users or 1),
-            float(opts.spawn_rate or 1),
-            opts.step_users,
-            opts.step_seconds,
-            opts.spike_at,
-            opts.spike_seconds,
-        )
+        shape = (opts.step_users, opts.step_seconds, opts.spike_at, opts.spike_seconds)
+        cfg = ShapeConfig(opts.load_shape, int(opts.num_users or 1), float(opts.spawn_rate or 1), *shape)
         run_time = self.get_run_time()
         # Locust leaves -t to the shape when there is one: stop here, or the run never ends.
         limit = opts.run_time if isinstance(opts.run_time, int | float) else None

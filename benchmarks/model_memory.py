@@ -1,23 +1,17 @@
 """Does the served model code itself keep memory? `python -m benchmarks.model_memory --json`.
 
-The soak (`benchmarks.soak`) sees a replica's USS creep up by a few MiB over minutes. This separates the
-model from the serving stack: in this process, with no Ray and no HTTP, the replica's own code
-(`load_from_disk` + `Predictor`, one torch thread, the config's `env_vars` such as the oneDNN cache
-size and glibc's arena count) predicts random batches of 1-4 real Dreaddit texts (what 4 closed-loop
-users make of the replica's batching). After every `--every` batches the heap is trimmed as an idle
-replica trims it (`loading.memory.trim_heap`) and the process's anonymous memory read (heap and
-anonymous maps, from /proc: what a leak grows); the trend after `--warmup` batches is judged with the
-soak's own rule (`benchmarks.soak.memory_trend`). USS is recorded too, but alone in a process it also
-counts the pages of libtorch and of the weights file that no other process maps, so it jumps by
-~250 MiB as soon as another Python process with torch maps them as well.
-
-The last stdout line is one JSON object. `--quick`: 600 batches.
+The soak sees a replica's USS creep up by a few MiB over minutes. This separates the model from the
+serving stack: in this process, with no Ray and no HTTP, the replica's own code (`load_from_disk` +
+`Predictor`, one torch thread, the config's `env_vars`) predicts random batches of 1-4 Dreaddit texts
+(what 4 closed-loop users make of the replica's batching). Every `--every` batches the heap is trimmed
+as an idle replica trims it and the anonymous memory (heap and anonymous maps: what a leak grows) is
+read; its trend after `--warmup` batches is judged by the soak's rule (`benchmarks.soak.memory_trend`).
+USS is recorded too, but alone in a process it also counts libtorch's and the weights' pages, so it
+jumps by ~250 MiB as soon as another torch process maps them. `--quick`: 600 batches.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import random
@@ -26,16 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 
+from benchmarks.harness import ROOT
+from benchmarks.harness.cli import emit, parser, setup_logging
+from benchmarks.harness.replicas import memory_mib
+from benchmarks.harness.session import app_entry
+from benchmarks.soak import memory_trend
+from benchmarks.throughput import random_texts
+from deployments.serve_config import DEFAULT_PATH, load_serve_config
 from loading.artifact import resolve_model_dir
 from loading.host import machine_info
 from loading.memory import trim_heap
-from benchmarks.variant_costs import served_env_vars
-from benchmarks.harness.session import ROOT, app_entry, load_serve_config
-from benchmarks.soak import MIB, memory_trend
-from benchmarks.throughput import random_texts
 
 __all__ = ["anonymous_mib", "main", "model_memory"]
 
@@ -61,13 +57,12 @@ def model_memory(model_dir: Path, batches: int, every: int, warmup: int, seed: i
     loaded = load_from_disk(model_dir)
     predictor = Predictor(loaded.model, loaded.tokenizer, None)
     rng = random.Random(seed)
-    proc = psutil.Process()
     series: list[tuple[int, float, float]] = []
     start = time.perf_counter()
     for done in range(batches + 1):
         if done % every == 0:
             trim_heap()
-            series.append((done, anonymous_mib(), proc.memory_full_info().uss / MIB))
+            series.append((done, anonymous_mib(), memory_mib(os.getpid())["uss_mib"]))
             logger.info("%d batches: anonymous %.1f MiB, USS %.1f MiB", *series[-1])
         if done < batches:
             predictor.predict(rng.sample(texts, rng.randint(1, 4)), 16)
@@ -80,31 +75,36 @@ def model_memory(model_dir: Path, batches: int, every: int, warmup: int, seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "serve_config.yaml")
-    parser.add_argument("--variant", default="base")
-    parser.add_argument("--batches", type=int, default=6000)
-    parser.add_argument("--every", type=int, default=300, help="batches between two memory readings")
-    parser.add_argument("--warmup", type=int, default=600, help="batches not in the trend")
-    parser.add_argument("--quick", action="store_true", help="600 batches, a reading every 60")
-    parser.add_argument("--json", action="store_true", help="(the last line is always the JSON object)")
-    args = parser.parse_args(argv)
+    p = parser("benchmarks.model_memory", __doc__)
+    p.add_argument("--config", type=Path, default=DEFAULT_PATH)
+    p.add_argument("--variant", default="base")
+    p.add_argument("--batches", type=int, default=6000)
+    p.add_argument("--every", type=int, default=300, help="batches between two memory readings")
+    p.add_argument("--warmup", type=int, default=600, help="batches not in the trend")
+    p.add_argument("--quick", action="store_true", help="600 batches, a reading every 60")
+    args = p.parse_args(argv)
     if args.quick:
         args.batches, args.every, args.warmup = 600, 60, 120
     if args.every < 1 or args.warmup < 0 or args.batches < args.warmup + 2 * args.every:
-        parser.error("--every must be >= 1, --batches >= --warmup + 2 x --every (3 readings for a trend)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    env = served_env_vars(args.config)
+        p.error("--every must be >= 1, --batches >= --warmup + 2 x --every (3 readings for a trend)")
+    setup_logging()
+    config = load_serve_config(args.config)
+    app = app_entry(config, args.variant)
+    env = {str(k): str(v) for k, v in config.env_vars(app).items()}
     if any(os.environ.get(k) != v for k, v in env.items()):
         # glibc (arenas) and oneDNN (its cache size) read these once, at start: run again with them set
         argv = sys.argv[1:] if argv is None else argv
         command = [sys.executable, "-m", "benchmarks.model_memory", *argv]
         os.execve(sys.executable, command, {**os.environ, **env})
-    app = app_entry(load_serve_config(args.config), args.variant)
-    result = model_memory(resolve_model_dir(app["args"]["model_dir"]), args.batches, args.every, args.warmup)
+    model_dir = resolve_model_dir(ROOT / app["args"]["model_dir"])
+    result = model_memory(model_dir, args.batches, args.every, args.warmup)
     result.update(variant=args.variant, env=env, machine=machine_info())
-    print(json.dumps(result))
+    a = result["anonymous"]
+    summary = (
+        f"{args.variant}: anonymous {a['start_mib']} -> {a['end_mib']} MiB (growth {a['growth_mib']}, "
+        f"noise {a['noise_mib']}): {'growing' if a['growing'] else 'not growing'}"
+    )
+    emit(result, args.json, [summary])
     return 0
 
 

@@ -1,29 +1,22 @@
 """Per-request records of the retrying Locust users (`benchmarks/locust_retry.py --records`).
 
-Each JSON line is one request: start and end (`t0`, `t1`, epoch s), attempts, the first attempt's
-error and the final one (None when it succeeded), and the replica that answered. The fault and
-preemption scripts read them while the load runs (`RecordTail`) and count windows (`summarize`).
+Each JSON line is one user request: variant, start and end (`t0`, `t1`, epoch s), attempts, the
+first attempt's status and error and the final ones (error None when it succeeded), and the replica
+that answered. The fault and preemption scripts run that load (`recorded_load`), read the records
+while it runs (`RecordTail`) and count windows (`summarize`).
 """
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RecordTail", "error_kind", "in_flight", "load_records", "percentile", "summarize"]
+from benchmarks.harness.locust import start_locust, stop_locust
 
-
-def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record in the file; a torn last line (the client stopped mid-write) is skipped."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
+__all__ = ["RecordTail", "error_kind", "in_flight", "percentile", "recorded_load", "summarize"]
 
 
 class RecordTail:
@@ -36,7 +29,7 @@ class RecordTail:
         self._partial = b""
 
     def read(self) -> list[dict[str, Any]]:
-        """All records so far (new complete lines appended to `records`)."""
+        """All records so far; a line still being written (or torn by a kill) waits for its end."""
         if self.path.exists():
             with self.path.open("rb") as f:
                 f.seek(self._offset)
@@ -45,6 +38,21 @@ class RecordTail:
             *lines, self._partial = (self._partial + data).split(b"\n")
             self.records.extend(json.loads(line) for line in lines if line.strip())
         return self.records
+
+
+@contextmanager
+def recorded_load(
+    url: str, variant: str, users: int, seconds: float, records: Path, retry_attempts: int
+) -> Iterator[RecordTail]:
+    """Retrying Locust users on `variant` for at most `seconds`, each request logged to `records`
+    (Locust's output beside it, `.log`); yields the records as they come, stops Locust on exit."""
+    options = ["--retry-attempts", str(retry_attempts), "--records", str(records)]
+    log = records.with_suffix(".log")
+    proc = start_locust(url, variant, users, seconds, log, locustfile="locust_retry.py", options=options)
+    try:
+        yield RecordTail(records)
+    finally:
+        stop_locust(proc)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -74,6 +82,8 @@ def summarize(records: list[dict[str, Any]], start: float, end: float) -> dict[s
     latencies = [(r["t1"] - r["t0"]) * 1e3 for r in window]
     first_failed = [r for r in window if r["first_error"] is not None]
     seconds = max(end - start, 1e-9)
+    waited = {f"p{q}_ms": percentile(latencies, q) for q in (50, 95, 99)}
+    waited["max_ms"] = max(latencies, default=None)
     return {
         "seconds": round(end - start, 2),
         "requests": len(window),
@@ -83,15 +93,10 @@ def summarize(records: list[dict[str, Any]], start: float, end: float) -> dict[s
         "max_attempts": max((r["attempts"] for r in window), default=0),
         "first_attempt_errors": sorted({error_kind(r["first_error"]) for r in first_failed}),
         "ok_per_s": round(sum(r["error"] is None for r in window) / seconds, 2),
-        **{f"p{q}_ms": _round(percentile(latencies, q)) for q in (50, 95, 99)},
-        "max_ms": _round(max(latencies, default=None)),
+        **{k: None if v is None else round(v, 1) for k, v in waited.items()},
     }
 
 
 def in_flight(records: list[dict[str, Any]], at: float) -> list[dict[str, Any]]:
     """Requests sent before `at` and answered after it."""
     return [r for r in records if r["t0"] <= at < r["t1"]]
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)

@@ -1,18 +1,16 @@
 """Measure one replica of each variant for the cost report: `python -m benchmarks.cost --measure`.
 
-Each variant is deployed alone from `serve_config.yaml` at one fixed replica on a private Ray + Serve
-(`benchmarks.harness.session`), warmed up, then loaded by Locust's closed-loop users sending single real texts
-(`benchmarks.throughput.run_locust`). Meanwhile this process samples, from /proc via psutil, the CPU
-time of the replica (its pid comes from `/healthz`), of Serve's HTTP proxy and of the rest of Ray,
-and the replica's memory:
+Each variant is deployed alone at one fixed replica on a private Ray + Serve, warmed up, then loaded by
+Locust's closed-loop users sending single real texts. Meanwhile this process samples via psutil the CPU
+time of the replica (its pid from `/healthz`), of Serve's HTTP proxy and of the rest of Ray, and the
+replica's memory:
 
-- USS (unique set size): pages only the replica maps. That is what each added replica costs, since
-  its weights are the object store's pages, mapped by every replica on the node and the raylet.
-- PSS (proportional): USS plus a share of every shared page, the weights included; recorded, not
-  used, because its value falls as more processes map the same pages.
+- USS (unique set size): pages only the replica maps; what each added replica costs, since its
+  weights are the object store's pages, mapped by every replica on the node and the raylet.
+- PSS: USS plus a share of every shared page; recorded, not used (it falls as more processes map them).
 - the weights' own size (`/info`: the arena in the object store), counted once per node.
 
-The CPU of the replica over the busy part of the run says how many cores one replica keeps busy
+The replica's CPU over the busy part of the run says how many cores one replica keeps busy
 (cpus_per_replica); the proxy's CPU per request is the serving cost outside the replica.
 """
 
@@ -25,6 +23,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,19 @@ from typing import Any
 import httpx
 import psutil
 
-__all__ = ["busy_window", "measure", "measure_to_file", "measure_variant"]
+from benchmarks.harness import ROOT
+from benchmarks.harness.load import wait_serving
+from benchmarks.harness.locust import run_locust
+from benchmarks.harness.replicas import MIB, memory_mib
+from benchmarks.harness.session import ServeSession, app_entry
+from deployments.serve_config import ServeConfig, load_serve_config
+from loading.host import machine_info
+
+__all__ = ["DEFAULT_MEASUREMENTS", "busy_window", "measure", "measure_to_file", "measure_variant"]
 
 logger = logging.getLogger(__name__)
 
-MIB = 2**20
+DEFAULT_MEASUREMENTS = ROOT / "docs" / "benchmarks" / "cost_measurements.json"  # what the report reads
 SAMPLE_EVERY_S = 0.5  # CPU times: cheap to read
 MEMORY_EVERY = 2  # samples between reads of the replica's smaps (a few ms each)
 IDLE_AFTER_S = 1.5  # the replica trims its heap 0.5 s after its last batch
@@ -49,26 +56,21 @@ def _group(proc: psutil.Process, replica_pid: int) -> str | None:
     cmd = " ".join(proc.cmdline())
     if "locust" in cmd:
         return None
-    if (
-        cmd.startswith(("ray::ProxyActor", "ray::HAProxyManager"))
-        or Path(cmd.split(" ", 1)[0]).name == "haproxy"
-    ):
+    if cmd.startswith(("ray::ProxyActor", "ray::HAProxyManager")) or Path(cmd.split()[0]).name == "haproxy":
         return "proxy"  # the HTTP ingress: Serve's Python proxy, or HAProxy and its manager actor
     if cmd.startswith("ray::ServeReplica"):
         return "old_replicas"  # the previous variant's, shutting down
     return "ray"  # raylet, GCS, Serve controller, model store, idle workers
 
 
-def _session_processes(replica_pid: int) -> dict[int, tuple[psutil.Process, str]]:
-    found = {}
+def _session_processes(replica_pid: int) -> Iterator[tuple[psutil.Process, str]]:
     for proc in psutil.Process().children(recursive=True):
         try:
             group = _group(proc, replica_pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if group is not None:
-            found[proc.pid] = (proc, group)
-    return found
+            yield proc, group
 
 
 class _Sampler(threading.Thread):
@@ -76,36 +78,29 @@ class _Sampler(threading.Thread):
 
     def __init__(self, replica_pid: int) -> None:
         super().__init__(daemon=True)
-        self.replica = psutil.Process(replica_pid)
         self.replica_pid = replica_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
         self.memory: list[dict[str, float]] = []
-        self._stop_event = threading.Event()
-        self._last: dict[int, float] = {}
-        self._total: dict[str, float] = {}
         self.error: str | None = None
-
-    def _sample(self, n: int) -> None:
-        for pid, (proc, group) in _session_processes(self.replica_pid).items():
-            try:
-                t = proc.cpu_times()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            cpu = t.user + t.system
-            self._total[group] = self._total.get(group, 0.0) + max(0.0, cpu - self._last.get(pid, cpu))
-            self._last[pid] = cpu
-        self.samples.append((time.monotonic(), dict(self._total)))
-        if n % MEMORY_EVERY == 0:
-            try:
-                self.memory.append(_memory(self.replica))
-            except (psutil.NoSuchProcess, psutil.AccessDenied) as exc:
-                self.error = f"cannot read the replica's memory: {exc}"
-                self._stop_event.set()
+        self._stop_event = threading.Event()
 
     def run(self) -> None:
-        n = 0
+        n, last, total = 0, {}, {}  # last CPU seconds per pid; CPU seconds per group since the start
         while not self._stop_event.is_set():
-            self._sample(n)
+            for proc, group in _session_processes(self.replica_pid):
+                try:
+                    t = proc.cpu_times()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                cpu = t.user + t.system
+                total[group] = total.get(group, 0.0) + max(0.0, cpu - last.get(proc.pid, cpu))
+                last[proc.pid] = cpu
+            self.samples.append((time.monotonic(), dict(total)))
+            if n % MEMORY_EVERY == 0:
+                if (m := memory_mib(self.replica_pid)) is None:
+                    self.error = "cannot read the replica's memory (gone?)"
+                    return
+                self.memory.append(m)
             n += 1
             self._stop_event.wait(SAMPLE_EVERY_S)
 
@@ -114,20 +109,13 @@ class _Sampler(threading.Thread):
         self.join()
 
 
-def _memory(proc: psutil.Process) -> dict[str, float]:
-    info = proc.memory_full_info()
-    return {"uss_mib": info.uss / MIB, "pss_mib": info.pss / MIB, "rss_mib": info.rss / MIB}
-
-
 def _rss_high_water_mib(pid: int) -> float | None:
     """The kernel's peak RSS of `pid` (VmHWM): catches peaks between two samples."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return None
-    return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), None)
 
 
 def busy_window(
@@ -146,28 +134,20 @@ def busy_window(
     busy = [i for i, rate in enumerate(rates) if rate >= busy_share * max(rates)]
     first, last = (busy[0] + 1, busy[-1] - 1) if len(busy) > 3 else (busy[0], busy[-1])
     (t0, a), (t1, b) = intervals[first][0], intervals[last][1]
-    groups = set(a) | set(b)
-    return t1 - t0, {g: (b.get(g, 0.0) - a.get(g, 0.0)) / (t1 - t0) for g in sorted(groups)}
+    return t1 - t0, {g: (b.get(g, 0.0) - a.get(g, 0.0)) / (t1 - t0) for g in sorted(set(a) | set(b))}
 
 
 def _pss_mib(group: str, replica_pid: int) -> float:
-    total = 0.0
-    for proc, g in _session_processes(replica_pid).values():
-        if g == group:
-            try:
-                total += proc.memory_full_info().pss / MIB
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-    return total
+    found = [memory_mib(p.pid) for p, g in _session_processes(replica_pid) if g == group]
+    return sum(m["pss_mib"] for m in found if m is not None)
 
 
 def measure_variant(
-    session: Any, variant: str, users: int, seconds: float, warmup_s: float
+    session: ServeSession, variant: str, users: int, seconds: float, warmup_s: float
 ) -> dict[str, Any]:
     """One replica of `variant`, alone, under `users` closed-loop users: req/s, CPU and memory."""
-    from benchmarks.throughput import run_locust, serve_variant
-
-    serve_variant(session, variant)
+    session.deploy([app_entry(session.config, variant, replicas=1)])
+    wait_serving(session.url, variant)
     with httpx.Client() as client:
         health = client.get(f"{session.url}/{variant}/healthz", timeout=30).json()
         info = client.get(f"{session.url}/{variant}/info", timeout=30).json()
@@ -184,16 +164,17 @@ def measure_variant(
         raise RuntimeError(f"{variant}: {sampler.error or 'no memory sample'} (replica pid {pid})")
     window_s, cores = busy_window(sampler.samples)
     time.sleep(IDLE_AFTER_S)
-    replica = psutil.Process(pid)
-    idle = _memory(replica)
-    shared_now_mib = idle["rss_mib"] - idle["uss_mib"]
+    idle = memory_mib(pid)
+    if idle is None:
+        raise RuntimeError(f"{variant}: the replica (pid {pid}) is gone after the run")
+    shared_idle = idle["rss_mib"] - idle["uss_mib"]  # shared pages it maps (the weights, libraries)
     hwm = _rss_high_water_mib(pid)
-    uss_peak = max(m["uss_mib"] for m in sampler.memory)
+    peak = {k: max(m[f"{k}_mib"] for m in sampler.memory) for k in ("uss", "pss", "rss")}
     rps = stats["requests_per_s"]
     result = {
         "requests_per_s_per_replica": rps,
         # what the cost model charges per replica: its private memory at the sampled peak under load
-        "replica_memory_mib": uss_peak,
+        "replica_memory_mib": peak["uss"],
         "shared_weights_mib": info["arena_bytes"] / MIB,
         "proxy_cpu_ms_per_request": cores.get("proxy", 0.0) / rps * 1e3 if rps else 0.0,
         "replica_cpu_cores": cores.get("replica", 0.0),
@@ -201,16 +182,11 @@ def measure_variant(
         "cpu_window_s": window_s,
         "locust": stats,
         "memory_mib": {
-            "uss_peak": uss_peak,
-            "pss_peak": max(m["pss_mib"] for m in sampler.memory),
-            "rss_peak": max(m["rss_mib"] for m in sampler.memory),
-            "uss_idle": idle["uss_mib"],
-            "pss_idle": idle["pss_mib"],
-            "rss_idle": idle["rss_mib"],
-            # shared pages the replica maps (the weights, libraries): RSS - USS, when idle
-            "shared_idle": shared_now_mib,
+            **{f"{k}_peak": v for k, v in peak.items()},
+            **{f"{k}_idle": idle[f"{k}_mib"] for k in ("uss", "pss", "rss")},
+            "shared_idle": shared_idle,
             # kernel peak RSS (start-up included) minus the shared pages: a private peak no sample missed
-            "uss_high_water_est": None if hwm is None else hwm - shared_now_mib,
+            "uss_high_water_est": None if hwm is None else hwm - shared_idle,
             "samples": len(sampler.memory),
         },
         "ray_processes_pss_mib": _pss_mib("ray", pid),
@@ -219,41 +195,18 @@ def measure_variant(
         "weights_loaded_from": health.get("weights_loaded_from"),
         "torch_threads": health.get("torch_threads"),
     }
-    logger.info(
-        "%s: %.1f req/s, replica %.2f cores, proxy %.1f ms CPU/request, USS peak %.0f MiB (idle %.0f), "
-        "weights %.1f MiB shared, %d failures",
-        variant,
-        rps,
-        result["replica_cpu_cores"],
-        result["proxy_cpu_ms_per_request"],
-        uss_peak,
-        idle["uss_mib"],
-        result["shared_weights_mib"],
-        stats["failures"],
-    )
+    used, proxy_ms = result["replica_cpu_cores"], result["proxy_cpu_ms_per_request"]
+    logger.info("%s: %.1f req/s, %.2f cores, proxy %.1f ms CPU/request", variant, rps, used, proxy_ms)
     return result
 
 
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
-def measure(config: dict[str, Any], variants: list[str], *, port: int, users: int, seconds: float) -> dict:
+def measure(config: ServeConfig, variants: list[str], *, port: int, users: int, seconds: float) -> dict:
     """Every variant in turn on one private Ray + Serve; the measurements file's contents."""
-    from loading.host import machine_info
-    from benchmarks.harness.session import ServeSession
-
-    before = machine_info() | {"cpu_model": _cpu_model(), "memory_gib": psutil.virtual_memory().total / 2**30}
-    results = {}
+    before = machine_info() | {"memory_gib": psutil.virtual_memory().total / 2**30}
     with ServeSession(config, port) as session:
-        for variant in variants:
-            results[variant] = measure_variant(session, variant, users, seconds, warmup_s=min(5.0, seconds))
+        results = {
+            v: measure_variant(session, v, users, seconds, warmup_s=min(5.0, seconds)) for v in variants
+        }
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": before,
@@ -279,20 +232,13 @@ def measure_to_file(args: argparse.Namespace, command: str) -> Path:
 
     A `--quick` run never overwrites the recorded default file: it writes under reports/ instead.
     """
-    from benchmarks.cost import DEFAULT_MEASUREMENTS
-    from benchmarks.harness.session import ROOT, load_serve_config, variant_apps
-
-    try:
-        config = load_serve_config(args.config)
-    except SystemExit as exc:  # its message names the file; the caller reports it as a usage error
-        raise ValueError(str(exc)) from None
-    every = list(variant_apps(config))
+    config = load_serve_config(args.config)
+    every = list(config.classifier_apps())
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else every
     if args.quick:
         variants, args.seconds = variants[:1] if args.variants else ["base"], min(args.seconds, 8.0)
-    unknown = sorted(set(variants) - set(every))
-    if unknown:
-        raise ValueError(f"variants {unknown} are not in {args.config}; it has {every}")
+    if unknown := sorted(set(variants) - set(every)):
+        raise ValueError(f"variants {unknown} are not in {config.path}; it has {every}")
     path = Path(args.measurements)
     if args.quick and path.resolve() == DEFAULT_MEASUREMENTS.resolve():
         path = ROOT / "reports" / "cost_measurements_quick.json"

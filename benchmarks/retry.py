@@ -1,17 +1,13 @@
-"""The client-side retry policy for the classifier API, and an httpx call that follows it.
+"""The client-side retry policy for the classifier API, and its retry loop.
 
-Retrying is safe because classification is idempotent: the same texts give the same predictions and
-nothing is stored, so a request that may or may not have run can simply be sent again. What is
-retried is what a lost or restarting replica or node produces: no answer at all (connection refused
-or reset, timeout), 500 (the replica died mid-request), 502/504 (a proxy lost its upstream) and 503
-(Serve is out of replicas or shedding load; its `Retry-After` is honoured up to `max_backoff_s`).
-Other 4xx/5xx answers are final: the same request would fail the same way again.
-
+Retrying is safe because classification is idempotent (same texts, same predictions, nothing
+stored). Retried is what a lost or restarting replica or node produces: no answer (refused, reset,
+timed out), 500 (the replica died mid-request), 502/504 (a proxy lost its upstream) and 503 (no
+replica, or load shed; its `Retry-After` honoured up to `max_backoff_s`). Other statuses are final.
 Waits double from `backoff_s` up to `max_backoff_s`, each scaled by a random factor in
-[1 - jitter, 1 + jitter] so that many clients that failed together do not retry together.
-`max_attempts=4` with the defaults waits about 0.2 + 0.4 + 0.8 s, so a caller gives up after
-~1.4 s plus its attempts' own time: long enough for Serve to route around a dead replica, short
-enough that a real outage is reported quickly.
+[1 - jitter, 1 + jitter] so clients that failed together do not retry together. The defaults wait
+about 0.2 + 0.4 + 0.8 s over 4 attempts: long enough for Serve to route around a dead replica,
+short enough that a real outage is reported quickly.
 """
 
 from __future__ import annotations
@@ -22,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-__all__ = ["RETRY_STATUSES", "RetryPolicy", "RetryResult", "post_with_retry"]
+__all__ = ["RETRY_STATUSES", "Attempt", "RetryPolicy"]
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+# One attempt's outcome: (status, None when nothing answered; what is wrong, None on success; the response)
+Attempt = tuple[int | None, str | None, Any]
 
 
 @dataclass(frozen=True)
@@ -68,51 +64,19 @@ class RetryPolicy:
                 pass  # an HTTP date or garbage: keep our own backoff
         return wait * (1 + self.jitter * (2 * (rng or random).random() - 1))
 
-
-@dataclass
-class RetryResult:
-    """The outcome a caller sees, and what happened on the way."""
-
-    response: httpx.Response | None  # the last answer; None if no attempt got one
-    attempts: int
-    first_status: int | None  # of the first attempt; None if it got no answer
-    errors: list[str]  # one entry per failed attempt
-
-    @property
-    def ok(self) -> bool:
-        return self.response is not None and 200 <= self.response.status_code < 300
-
-
-def post_with_retry(
-    client: httpx.Client,
-    url: str,
-    json: Any,
-    policy: RetryPolicy | None = None,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
-    rng: random.Random | None = None,
-) -> RetryResult:
-    """POST `json` to `url`, retrying per `policy` (default `RetryPolicy()`); never raises for HTTP
-    or connection errors."""
-    policy = policy or RetryPolicy()
-    errors: list[str] = []
-    first_status: int | None = None
-    response: httpx.Response | None = None
-    for attempt in range(1, policy.max_attempts + 1):
-        try:
-            response = client.post(url, json=json, timeout=policy.timeout_s)
-            status: int | None = response.status_code
-        except httpx.TransportError as exc:  # refused, reset, timed out: no answer
-            response, status = None, None
-            errors.append(f"{type(exc).__name__}: {exc}")
-        if attempt == 1:
-            first_status = status
-        if status is not None and 200 <= status < 300:
-            break
-        if status is not None:
-            errors.append(f"HTTP {status}")
-        if attempt == policy.max_attempts or not policy.retryable(status):
-            break
-        retry_after = response.headers.get("retry-after") if response is not None else None
-        sleep(policy.delay_s(attempt, rng, retry_after))
-    return RetryResult(response, attempt, first_status, errors)
+    def run(
+        self,
+        attempt: Callable[[], Attempt],
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> tuple[int, Attempt, Attempt]:
+        """Call `attempt` until it succeeds, fails for good or runs out of attempts, waiting `delay_s`
+        between; (attempts made, the first attempt's outcome, the last one's)."""
+        first = None
+        for n in range(1, self.max_attempts + 1):
+            status, problem, response = last = attempt()
+            first = first or last
+            if problem is None or n == self.max_attempts or not self.retryable(status):
+                break
+            sleep(self.delay_s(n, rng, response.headers.get("retry-after") if status else None))
+        return n, first, last

@@ -1,7 +1,7 @@
 """Measure the bytes each variant really stores, per sparse layout: `python -m benchmarks.sizes`.
 
-Prints one JSON object: a BERT-base-shaped Linear weight (768 x 3072) and a whole `BertConfig()`
-classifier (random weights, ~110M parameters), each as dense fp32, int8, L1-pruned (fp32 values) and
+A BERT-base-shaped Linear weight (768 x 3072) and a whole `BertConfig()` classifier (random
+weights, ~110M parameters), each as dense fp32, int8, L1-pruned (fp32 values) and
 pruned-then-quantized (int8 values) in the bitmask, CSR and automatic ("auto": smallest per weight)
 layouts, with the ratios the project targets. Bytes are tensor bytes of the packed state dict (what
 safetensors writes, minus its small JSON header); int8 weights are counted in `Int8Linear` form
@@ -11,16 +11,15 @@ safetensors writes, minus its small JSON header); int8 weights are counted in `I
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from benchmarks.harness.cli import emit, parser, setup_logging
+from benchmarks.harness.models import random_bert
 from compression.prune import L1UnstructuredPruneConfig
 from compression.quantize import Int8DynamicQuantConfig, Int8Embedding, Int8Linear, to_int8_linear
 from compression.registry import compress
@@ -30,15 +29,15 @@ __all__ = ["layer_sizes", "main", "model_sizes"]
 
 logger = logging.getLogger(__name__)
 
-_LAYOUTS = (SparseLayout.BITMASK, SparseLayout.CSR, None)  # None: the smallest per weight
+_LAYOUTS = {
+    "bitmask": SparseLayout.BITMASK,
+    "csr": SparseLayout.CSR,
+    "auto": None,
+}  # auto: smallest per weight
 
 
 def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-def _layout_name(layout: SparseLayout | None) -> str:
-    return "auto" if layout is None else layout.value
 
 
 def layer_sizes(rows: int = 768, cols: int = 3072, amount: float = 0.75, seed: int = 0) -> dict[str, Any]:
@@ -57,13 +56,12 @@ def layer_sizes(rows: int = 768, cols: int = 3072, amount: float = 0.75, seed: i
         "amount": amount,
         "dense_fp32": dense_fp32,
         "int8": int8_bytes,
-        "pruned_fp32": {},
-        "pruned_int8": {},
+        "pruned_fp32": {name: encode(pruned, layout).nbytes for name, layout in _LAYOUTS.items()},
+        "pruned_int8": {
+            name: encode(pruned_int8.weight_int8, layout).nbytes + pruned_int8.scale.nbytes
+            for name, layout in _LAYOUTS.items()
+        },
     }
-    for layout in _LAYOUTS:
-        name = _layout_name(layout)
-        sizes["pruned_fp32"][name] = encode(pruned, layout).nbytes
-        sizes["pruned_int8"][name] = encode(pruned_int8.weight_int8, layout).nbytes + pruned_int8.scale.nbytes
     sizes["ratios"] = {
         "int8/dense": int8_bytes / dense_fp32,
         "pruned_auto/dense": sizes["pruned_fp32"]["auto"] / dense_fp32,
@@ -89,11 +87,11 @@ def model_sizes(model: nn.Module, amount: float = 0.75) -> dict[str, Any]:
     del quant_model
     logger.info("pruning %.0f%%", amount * 100)
     pruned_model = compress(model, L1UnstructuredPruneConfig(amount=amount))
-    pruned = {_layout_name(lay): _nbytes(pack_state_dict(pruned_model, lay)) for lay in _LAYOUTS}
+    pruned = {name: _nbytes(pack_state_dict(pruned_model, lay)) for name, lay in _LAYOUTS.items()}
     logger.info("quantizing the pruned model")
     pq_model = to_int8_linear(compress(pruned_model, Int8DynamicQuantConfig()))
     del pruned_model
-    pruned_quant = {_layout_name(lay): _nbytes(pack_state_dict(pq_model, lay)) for lay in _LAYOUTS}
+    pruned_quant = {name: _nbytes(pack_state_dict(pq_model, lay)) for name, lay in _LAYOUTS.items()}
     pct = round(amount * 100)
     ratios = {
         "quant/base": quant / base,
@@ -120,29 +118,25 @@ def model_sizes(model: nn.Module, amount: float = 0.75) -> dict[str, Any]:
     }
 
 
-def _bert_base(seed: int) -> nn.Module:
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    return BertForSequenceClassification(BertConfig(num_labels=2)).eval()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--amount", type=float, default=0.75, help="share of encoder Linear weights pruned")
-    parser.add_argument("--rows", type=int, default=768, help="rows of the single-layer measurement")
-    parser.add_argument("--cols", type=int, default=3072, help="columns of the single-layer measurement")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-model", action="store_true", help="only measure the single layer")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__name__, __doc__)
+    p.add_argument("--amount", type=float, default=0.75, help="share of encoder Linear weights pruned")
+    p.add_argument("--rows", type=int, default=768, help="rows of the single-layer measurement")
+    p.add_argument("--cols", type=int, default=3072, help="columns of the single-layer measurement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-model", action="store_true", help="only measure the single layer")
+    args = p.parse_args(argv)
+    setup_logging()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     report: dict[str, Any] = {"layer": layer_sizes(args.rows, args.cols, args.amount, args.seed)}
     if not args.skip_model:
         logger.info("building a BertConfig() classifier")
-        report["bert_base"] = model_sizes(_bert_base(args.seed), args.amount)
-    sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        report["bert_base"] = model_sizes(random_bert(args.seed), args.amount)
+    emit(
+        report, args.json, [f"{k}: {part['ratios']} {part.get('targets', '')}" for k, part in report.items()]
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

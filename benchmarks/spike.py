@@ -5,13 +5,11 @@ Both on one private local Ray + Serve (127.0.0.1), deployed from `serve_config.y
 saturation: how soon is that variant served at >= 90% of the pool's steady capacity, and by how many
 replicas? Then the same step on the variant's own application (1 replica, autoscaling): it must add
 a replica process. Then switching: a pool replica serving BERT-base-shaped variants it has not held
-(a first attach) and ones it holds, as extra latency over a held one. The last stdout line is JSON.
+(a first attach) and ones it holds, as extra latency over a held one.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import statistics
 import time
@@ -20,19 +18,12 @@ from typing import Any
 
 import httpx
 
+from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
+from benchmarks.harness.load import SHORT_TEXT, ClosedLoopUsers, wait_serving, wait_until
+from benchmarks.harness.models import BERT_BASE_DIR, build_random_bert
+from benchmarks.harness.session import ServeSession, app_entry, pool_entry
+from deployments.serve_config import DEFAULT_PATH, load_serve_config
 from loading.host import machine_info
-from benchmarks.replica_floor import build_bert_base
-from benchmarks.harness.session import (
-    ROOT,
-    SHORT_TEXT,
-    ClosedLoopUsers,
-    ServeSession,
-    app_entry,
-    load_serve_config,
-    pool_entry,
-    post_text,
-    wait_until,
-)
 
 __all__ = ["main", "rate_timeline", "time_to_fraction"]
 
@@ -71,7 +62,7 @@ def time_to_fraction(
 
 
 def _step(
-    url: str, spiked: str, light: list[str], users: int, *, warm_s: float, hold_s: float
+    url: str, spiked: str, light: list[str], users: int, warm_s: float, hold_s: float
 ) -> dict[str, Any]:
     """Light users on `light` routes for `warm_s`, then `users` more on `spiked` for `hold_s`."""
     background: list[tuple[float, str, int]] = []
@@ -110,49 +101,27 @@ def _step(
 
 def spike(session: ServeSession, variant: str, users: int, warm_s: float, hold_s: float) -> dict[str, Any]:
     """The pool (2 warm replicas) vs `variant`'s own app (1 replica + autoscaling) under one step."""
-    config = session.config
-    pool = pool_entry(config, replicas=2)
-    variants = sorted(pool["args"]["variants"])
-    if variant not in variants:
-        raise SystemExit(f"--variant {variant!r} is not in the pool; it serves {variants}")
-    own = app_entry(config, variant)
+    pool, own = pool_entry(session.config, replicas=2), app_entry(session.config, variant)
+    routes = {v: f"{pool['route_prefix'].strip('/')}/{v}" for v in sorted(pool["args"]["variants"])}
+    if variant not in routes:
+        raise SystemExit(f"--variant {variant!r} is not in the pool; it serves {list(routes)}")
     session.deploy([pool, own])
-    prefix = pool["route_prefix"].strip("/")
-    with httpx.Client() as client:
-        for route in [f"{prefix}/{v}" for v in variants] + [variant]:
-            wait_until(
-                lambda r=route: (a := post_text(client, session.url, r)) and a.status_code == 200, 300, route
-            )
-    others = [v for v in variants if v != variant]
-    pooled = _step(
-        session.url,
-        f"{prefix}/{variant}",
-        [f"{prefix}/{v}" for v in variants],
-        users,
-        warm_s=warm_s,
-        hold_s=hold_s,
-    )
+    for route in [*routes.values(), variant]:
+        wait_serving(session.url, route, 300)
+    pooled = _step(session.url, routes[variant], list(routes.values()), users, warm_s, hold_s)
     time.sleep(5)  # the pool's queues drain
     # The own app's step lasts until its added replica has served and the rate settled.
-    dedicated = _step(
-        session.url,
-        variant,
-        [f"{prefix}/{v}" for v in others],
-        users,
-        warm_s=warm_s,
-        hold_s=max(hold_s, 60.0),
-    )
-    capacity = pooled["steady_rps"]
+    others = [r for v, r in routes.items() if v != variant]
+    dedicated = _step(session.url, variant, others, users, warm_s, max(hold_s, 60.0))
     for run in (pooled, dedicated):
-        run["time_to_90pct_of_pool_capacity_s"] = time_to_fraction(run["timeline"], capacity)
+        run["time_to_90pct_of_pool_capacity_s"] = time_to_fraction(run["timeline"], pooled["steady_rps"])
+    ratio = round(pooled["steady_rps"] / dedicated["steady_rps"], 3) if dedicated["steady_rps"] else None
     return {
         "variant": variant,
         "users": users,
         "pool": pooled,
         "own_app": dedicated,
-        "pool_vs_own_app_steady_rps": round(pooled["steady_rps"] / dedicated["steady_rps"], 3)
-        if dedicated["steady_rps"]
-        else None,
+        "pool_vs_own_app_steady_rps": ratio,
     }
 
 
@@ -177,14 +146,13 @@ def switching(session: ServeSession, model_dir: Path, variants: int, repeats: in
     )
     session.deploy([pool])
     url = f"{session.url}/{pool['route_prefix'].strip('/')}"
-    body = {"text": SHORT_TEXT}
     with httpx.Client(timeout=60) as client:
         # The spike's pool answers until Serve has replaced it with this one.
         wait_until(lambda: names[0] in _health(client, url).get("variants", []), 600, "pool of BERT-base")
 
         def post(name: str) -> tuple[float, float]:
             start = time.perf_counter()
-            r = client.post(f"{url}/{name}/classify", json=body)
+            r = client.post(f"{url}/{name}/classify", json={"text": SHORT_TEXT})
             if r.status_code != 200:
                 raise SystemExit(f"switching: {name} answered {r.status_code}: {r.text[:200]}")
             return (time.perf_counter() - start) * 1e3, float(r.headers["x-weights-load-ms"])
@@ -216,74 +184,55 @@ def switching(session: ServeSession, model_dir: Path, variants: int, repeats: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.spike", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "serve_config.yaml"))
-    parser.add_argument("--variant", default="base", help="the variant whose load steps up")
+    p = parser(__name__, __doc__)
+    p.add_argument("--config", default=str(DEFAULT_PATH))
+    p.add_argument("--variant", default="base", help="the variant whose load steps up")
     # 2 x max_batch_size: both pool replicas saturated, and above the own app's target of 16 ongoing
     # requests per replica, so that its autoscaler adds one.
-    parser.add_argument("--users", type=int, default=32, help="closed-loop users of the step")
-    parser.add_argument("--warm-s", type=float, default=10.0, help="light load before the step")
-    parser.add_argument("--hold-s", type=float, default=30.0, help="the step's length on the pool")
-    parser.add_argument(
-        "--bert-base",
-        default=str(ROOT / "artifacts" / "bert-base-random"),
-        help="a BERT-base-shaped artifact for the switching part ('' skips it)",
-    )
-    parser.add_argument("--repeats", type=int, default=20, help="held-variant switches timed")
-    parser.add_argument(
-        "--switch-variants", type=int, default=6, help="BERT-base variants in the switching pool"
-    )
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--quick", action="store_true", help="short phases (a few minutes in all)")
-    parser.add_argument("--switching-only", action="store_true", help="skip the spike, time switching only")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON line last")
-    args = parser.parse_args(argv)
-    if (
-        min(args.users, args.repeats) < 1
-        or args.switch_variants < 2
-        or args.warm_s < 0
-        or args.hold_s <= 4 * WINDOW_S
-    ):
-        parser.error(
-            "--users and --repeats must be >= 1, --switch-variants >= 2, --warm-s >= 0 and "
-            f"--hold-s > {4 * WINDOW_S}"
-        )
+    p.add_argument("--users", type=positive_int, default=32, help="closed-loop users of the step")
+    p.add_argument("--warm-s", type=float, default=10.0, help="light load before the step")
+    p.add_argument("--hold-s", type=float, default=30.0, help="the step's length on the pool")
+    p.add_argument("--bert-base", default=str(BERT_BASE_DIR), help="for the switching part ('' skips it)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="held-variant switches timed")
+    p.add_argument("--switch-variants", type=int, default=6, help="BERT-base variants in the switching pool")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--quick", action="store_true", help="short phases (a few minutes in all)")
+    p.add_argument("--switching-only", action="store_true", help="skip the spike, time switching only")
+    args = p.parse_args(argv)
+    if args.switch_variants < 2 or args.warm_s < 0 or args.hold_s <= 4 * WINDOW_S:
+        p.error(f"--switch-variants must be >= 2, --warm-s >= 0 and --hold-s > {4 * WINDOW_S}")
     if args.quick:
         args.warm_s, args.hold_s, args.repeats, args.switch_variants = 5.0, 12.0, 5, 3
     bert_base = Path(args.bert_base) if args.bert_base else None
     if args.switching_only and bert_base is None:
-        parser.error("--switching-only needs a --bert-base folder (it times switching between its copies)")
+        p.error("--switching-only needs a --bert-base folder (it times switching between its copies)")
     if bert_base is not None and not (bert_base / "config.json").is_file():
         if bert_base.exists():
-            parser.error(f"--bert-base {bert_base}: not a model folder (no config.json)")
-        build_bert_base(bert_base)  # random weights: the shape is what is measured
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            p.error(f"--bert-base {bert_base}: not a model folder (no config.json)")
+        build_random_bert(bert_base)  # random weights: the shape is what is measured
+    setup_logging()
     result: dict[str, Any] = {
         "machine": machine_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    summary = []
     with ServeSession(load_serve_config(args.config), port=args.port) as session:
         if not args.switching_only:
             result["spike"] = spike(session, args.variant, args.users, args.warm_s, args.hold_s)
             for name, run in (("pool", result["spike"]["pool"]), ("own app", result["spike"]["own_app"])):
-                print(
+                summary.append(
                     f"{name}: {run['steady_rps']:.1f} req/s steady, 90% of the pool's capacity after "
                     f"{run['time_to_90pct_of_pool_capacity_s']} s, {len(run['replica_first_answer_s'])} "
                     f"replicas served the step, {run['failed']} failed"
                 )
         if bert_base is not None:
-            result["switching"] = switching(
-                session, bert_base, variants=args.switch_variants, repeats=args.repeats
+            sw = result["switching"] = switching(session, bert_base, args.switch_variants, args.repeats)
+            summary.append(
+                f"switching (BERT-base, {sw['request_ms_median']} ms a request): not held "
+                f"+{sw['not_held_extra_ms_median']} ms (attach {sw['not_held_attach_ms']} ms), held but not "
+                f"last +{sw['held_switch_extra_ms_median']} ms"
             )
-    if "switching" in result:
-        sw = result["switching"]
-        print(
-            f"switching (BERT-base, {sw['request_ms_median']} ms a request): not held "
-            f"+{sw['not_held_extra_ms_median']} ms (attach {sw['not_held_attach_ms']} ms), held but not last "
-            f"+{sw['held_switch_extra_ms_median']} ms"
-        )
-    if args.json:
-        print(json.dumps(result))
+    emit(result, args.json, summary)
     return 0
 
 

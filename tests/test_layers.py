@@ -52,7 +52,8 @@ def _modules() -> list[Path]:
 def test_module_imports_only_lower_layers(path):
     package = path.relative_to(ROOT).parts[0]
     bad = violations(package, path.read_text())
-    assert not bad, f"{path.relative_to(ROOT)} ({package}) imports {sorted(bad)}; allowed: {sorted(ALLOWED[package])}"
+    where = path.relative_to(ROOT)
+    assert not bad, f"{where} ({package}) imports {sorted(bad)}; allowed: {sorted(ALLOWED[package])}"
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["emit", "parser", "setup_logging"]
+__all__ = ["emit", "listed", "parser", "positive_int", "setup_logging"]
 
 
 def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
@@ -25,9 +25,11 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """Timestamped logs on stderr; httpx's one line per request only at WARNING."""
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def emit(record: dict[str, Any], as_json: bool, summary: Iterable[str] = ()) -> None:
@@ -36,3 +38,23 @@ def emit(record: dict[str, Any], as_json: bool, summary: Iterable[str] = ()) -> 
         print(line)
     if as_json:
         print(json.dumps(record, default=str), flush=True)
+
+
+T = TypeVar("T")
+
+
+def positive_int(text: str) -> int:
+    """A count that must be at least 1 (repeats, actors, users)."""
+    if (value := int(text)) < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def listed(item: Callable[[str], T] = str) -> Callable[[str], tuple[T, ...]]:
+    """Comma-separated values, each read by `item`: `listed(int)("10,25")` is (10, 25)."""
+
+    def parse(text: str) -> tuple[T, ...]:
+        return tuple(item(x.strip()) for x in text.split(",") if x.strip())
+
+    parse.__name__ = f"comma-separated {getattr(item, '__name__', 'value')}"  # argparse's error names it
+    return parse

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cost import (
+from benchmarks.cost import main
+from benchmarks.cost_model import (
     DEFAULT_INSTANCES,
-    DEFAULT_MEASUREMENTS,
     FleetAssumptions,
     Instance,
     VariantMeasurement,
@@ -20,16 +20,15 @@ from benchmarks.cost import (
     instances_needed,
     load_measurements,
     load_prices,
-    main,
     plan,
     replicas_per_instance,
     study_baseline_usd_per_year,
     usd_per_million_requests,
     usd_per_year,
 )
-from benchmarks.replica_memory import _group, busy_window
+from benchmarks.harness import ROOT
+from benchmarks.replica_memory import DEFAULT_MEASUREMENTS, _group, busy_window
 
-ROOT = Path(__file__).resolve().parents[2]
 M5 = DEFAULT_INSTANCES["m5.large"]
 
 
@@ -170,7 +169,17 @@ def test_main_prints_the_tables_and_a_json_line(tmp_path, capsys):
             "huge": {"requests_per_s_per_replica": 25, "replica_memory_mib": 9000, "shared_weights_mib": 1},
         },
     )
-    argv = ["--measurements", str(path), "--rps", "90", "--spot-usd-h", "0.04", "--reserve-vcpus", "0"]
+    argv = [
+        "--measurements",
+        str(path),
+        "--rps",
+        "90",
+        "--spot-usd-h",
+        "0.04",
+        "--reserve-vcpus",
+        "0",
+        "--json",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
@@ -197,12 +206,12 @@ def test_main_prints_the_tables_and_a_json_line(tmp_path, capsys):
         (
             '{"variants": {"base": {"requests_per_s_per_replica": -5, "replica_memory_mib": 300, '
             '"shared_weights_mib": 9}}}',
-            "requests_per_s_per_replica must be > 0",
+            "requests_per_s_per_replica must be a number > 0, got -5",
         ),
         (
             '{"variants": {"base": {"requests_per_s_per_replica": "fast", "replica_memory_mib": 300, '
             '"shared_weights_mib": 9}}}',
-            "must be a number, got 'fast'",
+            "must be a number > 0, got 'fast'",
         ),
     ],
 )
@@ -222,7 +231,7 @@ def test_bad_measurement_files_exit_2_naming_the_problem(tmp_path, capsys, conte
         (["--instance", "m9.huge"], r"unknown instance \['m9.huge'\]"),
         (["--instance", "all", "--spot-usd-h", "0.01"], "need exactly one --instance"),
         (["--spot-headroom", "0.5"], "spot_headroom must be >= 1"),
-        (["--rps", "0"], "target_rps must be > 0"),
+        (["--rps", "0"], "target_rps must be a number > 0"),
         (["--variants", "nope"], r"no measurement of \['nope'\]"),
     ],
 )
@@ -263,7 +272,7 @@ def test_busy_window_keeps_the_steady_part_of_the_run():
 def test_measure_quick_records_base(tmp_path):
     out_file = tmp_path / "measured.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.cost", "--measure", "--quick", "--port", "8401"]
+        [sys.executable, "-m", "benchmarks.cost", "--measure", "--quick", "--json", "--port", "8401"]
         + ["--measurements", str(out_file)],
         cwd=ROOT,
         capture_output=True,
@@ -272,7 +281,9 @@ def test_measure_quick_records_base(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = json.loads(out_file.read_text())
-    assert recorded["quick"] and recorded["command"].startswith("python -m benchmarks.cost --measure --quick")
+    assert recorded["quick"] and recorded["command"].startswith(
+        "python -m benchmarks.cost --measure --quick --json"
+    )
     base = recorded["variants"]["base"]
     assert list(recorded["variants"]) == ["base"] and base["locust"]["failures"] == 0
     assert base["requests_per_s_per_replica"] > 1 and 0 < base["replica_cpu_cores"] < 1.5

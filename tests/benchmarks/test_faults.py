@@ -7,16 +7,15 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks.corrupt_artifacts import CORRUPTIONS, build_refusal, corrupt_artifact
+from benchmarks.faults import FaultsConfig
+from benchmarks.harness import ROOT
+from benchmarks.records import RecordTail, summarize
 from loading.artifact import WEIGHTS_FILE, ArtifactError, verify_artifact
 from loading.build import build_variants
-from benchmarks.faults import CORRUPTIONS, FaultsConfig, build_refusal, corrupt_artifact
-from benchmarks.records import RecordTail, summarize
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)

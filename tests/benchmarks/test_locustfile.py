@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import ROOT
 from benchmarks.shapes import ShapeConfig, answer_problem, users_at
 from tests.deployments.conftest import base_url  # noqa: F401  the served tiny app
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -51,10 +49,21 @@ def test_headless_run_against_the_app(base_url, tmp_path):  # noqa: F811
     host, variant = base_url.rsplit("/", 1)
     texts = tmp_path / "texts.csv"
     texts.write_text('text\nhello there\n"a second, longer text to classify"\nthird one\n')
-    cmd = [sys.executable, "-m", "locust", "-f", "benchmarks/locustfile.py", "--headless", "-u", "2", "-r", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        "benchmarks/locustfile.py",
+        "--headless",
+        "-u",
+        "2",
+        "-r",
+        "2",
+    ]
     cmd += ["-t", "6s", "--host", host, "--variants", variant, "--texts-file", str(texts), "--batch-max", "3"]
     cmd += ["--csv", str(tmp_path / "run"), "--only-summary"]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["Name"]: r for r in csv.DictReader(open(tmp_path / "run_stats.csv"))}
     total = rows["Aggregated"]
@@ -74,6 +83,6 @@ def test_bad_options_stop_locust_with_a_message(tmp_path, options, message):
     bad.write_text("body\nonly a body column\n")
     cmd = [sys.executable, "-m", "locust", "-f", "benchmarks/locustfile.py", "--headless", "-u", "1"]
     cmd += ["-t", "5s", "--host", "http://127.0.0.1:9", *(o.format(bad=bad) for o in options)]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr

@@ -10,18 +10,15 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
+from benchmarks.harness import ROOT
 from benchmarks.local_cluster import PORTS_PER_NODE, node_ports
-from benchmarks.preemption import ScenarioConfig
-from benchmarks.records import in_flight, load_records, percentile, summarize
-from benchmarks.retry import RetryPolicy, post_with_retry
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from benchmarks.preemption_scenario import ScenarioConfig
+from benchmarks.records import RecordTail, in_flight, percentile, summarize
+from benchmarks.retry import RetryPolicy
 
 # -- the retry policy -------------------------------------------------------------------------------
 
@@ -62,42 +59,36 @@ def test_bad_policies_are_refused(kwargs, message):
         RetryPolicy(**kwargs)
 
 
-def _client(answers: list) -> tuple[httpx.Client, list]:
-    """A client whose server gives `answers` in turn: a status code, or an exception to raise."""
-    calls: list = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(json.loads(request.content))
-        answer = answers[min(len(calls), len(answers)) - 1]
-        if isinstance(answer, Exception):
-            raise answer
-        return httpx.Response(answer, json={"n": len(calls)})
-
-    return httpx.Client(transport=httpx.MockTransport(handler)), calls
-
-
 @pytest.mark.parametrize(
     "answers, attempts, ok, first_status",
     [
         ([200], 1, True, 200),
-        ([httpx.ConnectError("refused"), 500, 503, 200], 4, True, None),  # a node going away, then back
+        ([None, 500, 503, 200], 4, True, None),  # a node going away (no answer), then back
         ([502, 504, 200], 3, True, 502),
         ([500], 4, False, 500),  # gives up after max_attempts
         ([503, 422], 2, False, 503),  # a 4xx is final
         ([404], 1, False, 404),
-        ([httpx.ReadTimeout("slow")], 4, False, None),
+        ([None], 4, False, None),  # never an answer
     ],
 )
-def test_post_with_retry(answers, attempts, ok, first_status):
-    client, calls = _client(answers)
+def test_retry_loop(answers, attempts, ok, first_status):
+    """`RetryPolicy.run`, the loop the retrying Locust users send every request through."""
+    calls: list[int] = []
+
+    def attempt():
+        status = answers[min(len(calls), len(answers) - 1)]
+        calls.append(status)
+        headers = {"retry-after": "0.3"} if status == 503 else {}
+        response = None if status is None else httpx.Response(status, headers=headers)
+        return status, None if status == 200 else f"HTTP {status}", response
+
     waits: list[float] = []
-    result = post_with_retry(
-        client, "http://x/base/classify", {"text": "t"}, RetryPolicy(jitter=0.0), sleep=waits.append
-    )
-    assert (result.attempts, result.ok, result.first_status) == (attempts, ok, first_status)
-    assert len(calls) == attempts and all(c == {"text": "t"} for c in calls)  # the same request each time
-    assert waits == [0.2, 0.4, 0.8][: attempts - 1] and len(result.errors) == attempts - ok
-    assert (result.response is None) == isinstance(answers[min(attempts, len(answers)) - 1], Exception)
+    made, first, (status, problem, response) = RetryPolicy(jitter=0.0).run(attempt, sleep=waits.append)
+    assert (made, problem is None, first[0]) == (attempts, ok, first_status)
+    assert len(calls) == attempts and status == calls[-1] and (response is None) == (status is None)
+    # 0.2, 0.4, 0.8 s doubling; a 503's Retry-After (0.3 s here) is honoured when longer than the backoff
+    expected = [0.3 if s == 503 and d < 0.3 else d for s, d in zip(calls, [0.2, 0.4, 0.8], strict=False)]
+    assert waits == pytest.approx(expected[: attempts - 1])
 
 
 # -- the request records ----------------------------------------------------------------------------
@@ -132,10 +123,10 @@ def test_summarize_counts_by_end_time_and_splits_first_attempt_from_user_visible
     assert [r["t0"] for r in in_flight(records, 1.0)] == [0.5, 0.9]
 
 
-def test_load_records_skips_a_torn_last_line(tmp_path):
+def test_records_skip_a_torn_last_line(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(_record(0, 1)) + "\n" + json.dumps(_record(1, 2)) + "\n" + '{"t0": 3, "t')
-    assert [r["t0"] for r in load_records(path)] == [0, 1]
+    assert [r["t0"] for r in RecordTail(path).read()] == [0, 1]
 
 
 def test_nodes_get_disjoint_port_blocks():
@@ -204,7 +195,7 @@ def test_retrying_users_hide_503s_but_not_4xx(tmp_path):
     finally:
         server.shutdown()
     rows = {r["Name"]: r for r in csv.DictReader(open(tmp_path / "run_stats.csv"))}
-    logged = load_records(records)
+    logged = RecordTail(records).read()
     to_v = [r for r in logged if r["variant"] == "v"]
     to_w = [r for r in logged if r["variant"] == "w"]
     assert proc.returncode == 1  # Locust's exit code when any request failed: the 404s

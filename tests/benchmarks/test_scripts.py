@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from benchmarks.autoscale import StepLoad, summarize
 from benchmarks.coldstart import PHASES, breakdown
-from benchmarks.harness.session import app_entry, load_serve_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.harness import ROOT
+from benchmarks.harness.session import app_entry
+from deployments.serve_config import ServeConfigError, load_serve_config
 
 
 def test_breakdown_phases_add_up_to_the_total():
@@ -38,7 +37,7 @@ def test_app_entry_fixes_replicas_and_overrides_args_on_a_copy():
     assert deployment["num_replicas"] == 2 and "autoscaling_config" not in deployment
     assert app["args"] == {**app_entry(config, "quant")["args"], "weights": "disk"}
     assert "autoscaling_config" in app_entry(config, "quant")["deployments"][0]  # the config is intact
-    with pytest.raises(SystemExit, match="not in the Serve config"):
+    with pytest.raises(ServeConfigError, match="variant 'nope' is not in"):
         app_entry(config, "nope")
 
 
@@ -56,7 +55,7 @@ def test_step_load_summary_times_each_scaling_event_from_the_step():
 
 
 def test_a_missing_config_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="cannot read the Serve config"):
+    with pytest.raises(ServeConfigError, match="cannot read the Serve config"):
         load_serve_config(tmp_path / "absent.yaml")
 
 
@@ -93,11 +92,10 @@ def test_throughput_quick_compares_served_plain_and_pipeline():
 
 
 def test_padding_bench_times_every_setting(tiny_artifact):
+    from benchmarks.throughput import random_texts, texts_per_s
     from loading.artifact import load_tokenizer
     from loading.checkpoint import load_model
     from loading.predict import Predictor
-    from benchmarks.padding import texts_per_s
-    from benchmarks.throughput import random_texts
 
     texts = random_texts(12, seed=1)
     assert len(texts) == 12 and texts == random_texts(12, seed=1)

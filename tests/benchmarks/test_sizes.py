@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks.sizes import layer_sizes, main, model_sizes
+from tests.conftest import tiny_classifier
 
 
 def test_bert_base_layer_sizes():
@@ -20,24 +23,25 @@ def test_bert_base_layer_sizes():
     assert sizes["ratios"]["pruned_int8_auto/int8"] <= 0.6
 
 
-def test_model_sizes_on_the_tiny_model(model):
-    sizes = model_sizes(model, amount=0.75)
+def test_model_sizes_on_the_tiny_model():
+    sizes = model_sizes(tiny_classifier(), amount=0.75)
     assert sizes["quant"] < sizes["base"]
     assert sizes["pruned-75"]["auto"] == min(sizes["pruned-75"].values()) < sizes["base"]
     assert sizes["pruned-quant-75"]["auto"] < sizes["quant"]
     assert sizes["ratios"]["pruned-quant-75/quant, embeddings excluded"] <= 0.6
 
 
-def test_main_prints_json(capsys):
-    main(["--skip-model", "--rows", "64", "--cols", "96"])
-    assert '"layer"' in capsys.readouterr().out
+def test_main_prints_the_record_last(capsys):
+    assert main(["--skip-model", "--rows", "64", "--cols", "96", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert record["layer"]["shape"] == [64, 96] and "bert_base" not in record
 
 
 @pytest.mark.slow
 def test_bert_base_targets():
-    from benchmarks.sizes import _bert_base
+    from benchmarks.harness.models import random_bert
 
-    sizes = model_sizes(_bert_base(seed=0), amount=0.75)
+    sizes = model_sizes(random_bert(seed=0), amount=0.75)
     assert sizes["ratios"]["quant/base"] <= 0.42
     assert sizes["ratios"]["pruned-75/base"] <= 0.50
     # The fp32 embeddings (95 MB, 52% of quant) alone rule out 60% of quant for the whole model;

@@ -6,13 +6,11 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import ROOT
 from benchmarks.soak import choose_users, idle_change, memory_trend, minute_series, verdicts
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _probe(users, p50, p99, failures=0):

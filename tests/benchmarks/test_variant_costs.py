@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.variant_costs import main
+from benchmarks.variant_measure import VariantBenchConfig, kernel_options, measure_model, served_kernels
+from deployments.serve_config import load_serve_config
 from loading.store import Int8Kernel
-from benchmarks.variant_costs import (
-    VariantBenchConfig,
-    kernel_options,
-    measure_model,
-    served_env_vars,
-    served_kernels,
-)
 
 VARIANTS = ("base", "quant", "pruned-50")
 
@@ -83,22 +79,23 @@ def test_config_rejects_bad_input(kwargs, match):
         VariantBenchConfig(**kwargs)
 
 
-def test_served_kernels_and_env_come_from_the_serve_config(tmp_path):
+def test_served_kernels_come_from_the_serve_config(tmp_path):
     config = tmp_path / "serve.yaml"
     config.write_text(
         "applications:\n"
-        "  - name: a\n    runtime_env: {env_vars: {X: '1'}}\n"
-        "    args: {variant: quant, int8_kernel: fbgemm}\n"
-        "  - name: b\n    runtime_env: {env_vars: {X: '1'}}\n    args: {variant: pruned-75}\n"
+        "  - name: a\n    args: {variant: quant, int8_kernel: fbgemm}\n"
+        "  - name: b\n    args: {variant: pruned-75}\n"
     )
     auto = Int8Kernel.AUTO.resolve().value  # the deployment's default, decided for this CPU
-    assert served_kernels(config) == {
+    assert served_kernels(load_serve_config(config)) == {
         "quant": {"int8_kernel": "fbgemm", "sparse_kernel": "shared"},  # a default fills the gap
         "pruned-75": {"int8_kernel": auto, "sparse_kernel": "shared"},
     }
-    assert served_env_vars(config) == {"X": "1"}
-    config.write_text(
-        config.read_text().replace("{X: '1'}}\n    args: {variant: p", "{X: '2'}}\n    args: {variant: p")
-    )
-    with pytest.raises(ValueError, match="must share one runtime_env"):
-        served_env_vars(config)
+    config.write_text("applications:\n  - name: c\n    args: {variant: base, sparse_kernel: nope}\n")
+    with pytest.raises(ValueError, match="sparse_kernel"):  # as the deployment would reject it
+        served_kernels(load_serve_config(config))
+
+
+def test_cli_rejects_bad_models():
+    with pytest.raises(SystemExit):
+        main(["--models", "gpt"])

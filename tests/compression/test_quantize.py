@@ -177,7 +177,7 @@ def test_int8_bench_times_every_kernel_against_fp32(monkeypatch, capsys):
     import benchmarks.int8_kernels as bench
 
     monkeypatch.setattr(bench, "SHAPES", {"tiny": (16, 32, 64)})
-    assert bench.main(["--repeats", "1"]) == 0
+    assert bench.main(["--repeats", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     row = result["shapes"]["tiny"]
     assert set(row["ms"]) == {"fp32", "int_mm", "dequant", "fbgemm", "int8pack"}

@@ -7,6 +7,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from benchmarks.sparse_kernels import csr_kernel
+from benchmarks.sparse_kernels import main as bench_main
 from compression import (
     Int8DynamicQuantConfig,
     Int8Linear,
@@ -21,8 +23,6 @@ from compression import (
     to_int8_linear,
     to_sparse_linear,
 )
-from benchmarks.sparse_kernels import csr_kernel
-from benchmarks.sparse_kernels import main as bench_main
 from tests.compression.conftest import assert_unchanged, logits, snapshot
 from tests.conftest import tiny_classifier
 
@@ -165,6 +165,6 @@ def test_csr_kernel_shares_the_stored_parts():
 
 
 def test_bench_runs_on_a_small_layer(capsys):
-    args = ["--rows", "64", "--cols", "32", "--sweep", "0.9", "--repeats", "1"]
+    args = ["--rows", "64", "--cols", "32", "--sweep", "0.9", "--repeats", "1", "--json"]
     assert bench_main(args) == 0
     assert '"csr_sweep"' in capsys.readouterr().out.splitlines()[-1]

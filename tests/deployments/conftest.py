@@ -28,13 +28,13 @@ def base_url(ray_session, tiny_artifact) -> str:
     from ray import serve
 
     from deployments.classifier import Classifier, ClassifierArgs
-    from benchmarks.variant_costs import served_env_vars
+    from deployments.serve_config import load_serve_config
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # The replica runs with the environment serve_config.yaml gives every app (Serve's event-loop
     # switch, the oneDNN cache setting), so these tests exercise the served configuration.
-    options = {"num_cpus": 1, "runtime_env": {"env_vars": served_env_vars()}}
+    options = {"num_cpus": 1, "runtime_env": {"env_vars": load_serve_config().env_vars()}}
     app = Classifier.options(ray_actor_options=options).bind(
         ClassifierArgs(**TINY_ARGS, model_dir=str(tiny_artifact))
     )

@@ -28,9 +28,9 @@ def _deploy(name: str, args: dict) -> None:
     from ray import serve
 
     from deployments.pool import Pool, PoolArgs
-    from benchmarks.variant_costs import served_env_vars
+    from deployments.serve_config import load_serve_config
 
-    options = {"num_cpus": 0.5, "runtime_env": {"env_vars": served_env_vars()}}
+    options = {"num_cpus": 0.5, "runtime_env": {"env_vars": load_serve_config().env_vars()}}
     serve.run(
         Pool.options(ray_actor_options=options).bind(PoolArgs(**args)), name=name, route_prefix=f"/{name}"
     )

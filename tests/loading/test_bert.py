@@ -24,11 +24,11 @@ from compression import (
     to_dynamic_quant_,
     to_int8_linear,
 )
+from deployments.preflight import check_config
 from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, ArtifactError, content_hash, resolve_model_dir
 from loading.bert import BertConfig, BertForSequenceClassification, checkpoint_names
 from loading.build import build_variants
 from loading.checkpoint import check_tensor_names, load_model
-from deployments.preflight import check_config
 from tests.conftest import minilm_dir, tiny_classifier
 
 TOLERANCE = 1e-4  # max |logit difference| against transformers, float32
