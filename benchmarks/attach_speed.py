@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__name__, __doc__)
     p.add_argument("--variants", type=listed(), default=("base", "quant", "pruned-75", "pruned-quant-75"))
     p.add_argument("--bert-base", default=str(BERT_BASE_DIR), help="'' skips it")
-    p.add_argument(
-        "--actors", type=positive_int, default=5, help="fresh processes per kind; medians over them"
-    )
+    p.add_argument("--actors", type=positive_int, default=5, help="fresh processes per kind (medians)")
     args = p.parse_args(argv)
     dirs = {v: str(ROOT / "artifacts" / v) for v in args.variants}
     if args.bert_base:

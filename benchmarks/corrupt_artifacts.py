@@ -109,8 +109,7 @@ def _failed_redeploy(run: Run, variant: str, model_dir: Path) -> dict[str, Any]:
     message = app["deployment_message"] or app["message"]
     logger.info("artifacts: %s refused after %.1f s: %s", variant, failed_at - asked, _error_line(message))
     restore = time.time()
-    run.deploy(2)
-    run.wait_serving(2, "the good deployment restored")
+    run.scale(2, "the good deployment restored")
     restored = time.time()
     return {
         "refused_after_s": round(failed_at - asked, 2),

@@ -29,6 +29,7 @@ from benchmarks.harness.session import local_ray
 from evaluation.data import DataSpec, load_eval_data
 from evaluation.job import JobConfig, run_job
 from loading.artifact import load_tokenizer, resolve_model_dir
+from loading.checkpoint import load_model
 from loading.host import machine_info
 from loading.model_store import model_store
 from loading.predict import Predictor
@@ -55,17 +56,9 @@ def repeated_rows(spec: DataSpec, times: int, folder: Path) -> DataSpec:
 
 def measure_job(spec: DataSpec, variant: str, workers: int, **job: Any) -> dict[str, Any]:
     """One clean job run of `variant` alone on `workers` 1-CPU workers; rows/s over its shards."""
+    fixed = {"cpus_per_worker": 1.0, "bootstrap_resamples": 10, "report": False}
     with tempfile.TemporaryDirectory(prefix="job-bench-") as out:
-        cfg = JobConfig(
-            variants=(variant,),
-            base=variant,
-            out=out,
-            workers=workers,
-            cpus_per_worker=1.0,
-            bootstrap_resamples=10,
-            report=False,
-            **job,
-        )
+        cfg = JobConfig(variants=(variant,), base=variant, out=out, workers=workers, **fixed, **job)
         start = time.perf_counter()
         results = run_job(spec, cfg)
         total_s = time.perf_counter() - start
@@ -86,8 +79,6 @@ def measure_job(spec: DataSpec, variant: str, workers: int, **job: Any) -> dict[
 def _plain_worker(model_dir: str, texts: list[str], batch_size: int, barrier: Any, results: Any) -> None:
     """One plain process (no Ray): load, wait for the others, then time predicting `texts`."""
     torch.set_num_threads(1)
-    from loading.checkpoint import load_model
-
     predictor = Predictor(load_model(model_dir), load_tokenizer(model_dir))
     predictor.probabilities(texts[:batch_size], batch_size)  # warm-up
     barrier.wait()
@@ -103,14 +94,11 @@ def measure_plain_processes(model_dir: Path, texts: list[str], processes: int, b
 
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [  # rows interleaved: equal lengths on average
-        ctx.Process(
-            target=_plain_worker, args=(str(model_dir), texts[k::processes], batch_size, barrier, results)
-        )
-        for k in range(processes)
-    ]
-    for proc in procs:
-        proc.start()
+    procs = []
+    for k in range(processes):  # rows interleaved: equal lengths on average
+        args = (str(model_dir), texts[k::processes], batch_size, barrier, results)
+        procs.append(ctx.Process(target=_plain_worker, args=args))
+        procs[-1].start()
     seconds = [results.get() for _ in procs]
     for proc in procs:
         proc.join()
@@ -143,19 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-root", default="artifacts")
     p.add_argument("--sample", type=int, default=None, help="balanced rows (default: all 715 test rows)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--shard-rows", type=int, default=64)
-    p.add_argument(
-        "--repeat",
-        type=positive_int,
-        default=3,
-        help="time the rows this many times over (the 715 test rows last ~15 s on 2 workers: one "
-        "shard's tail or warm-up is then several %% of the run; the study's set is 70,400 rows)",
-    )
+    p.add_argument("--repeat", type=positive_int, default=3, help="time the rows this many times over")
     p.add_argument("--bert-base-rows", type=int, default=64, help="rows timed on the BERT-base shape")
     args = p.parse_args(argv)
     setup_logging()
     dirs = {v: resolve_model_dir(Path(args.model_root) / v) for v in args.variants}
-    job = {"model_root": args.model_root, "batch_size": args.batch_size, "shard_rows": args.shard_rows}
+    job = {"model_root": args.model_root, "batch_size": args.batch_size}  # shards: the job's 64 rows
     record: dict[str, Any] = {"machine_before": machine_info(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="job-bench-data-") as work:
         spec = repeated_rows(DataSpec(sample=args.sample), args.repeat, Path(work))
@@ -174,11 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     plain = {n: measure_plain_processes(dirs[first], texts, n, args.batch_size) for n in (1, 2)}
     texts = texts[: args.bert_base_rows]
     single = measure_bert_base(texts, load_tokenizer(dirs[first]), args.batch_size)
-    record.update(
-        plain_processes_rows_per_s=plain, bert_base_1_thread_rows_per_s=single, estimates_16_cores={}
-    )
-    record["machine_after"] = after = machine_info()
-    before = record["machine_before"]
+    before, after = record["machine_before"], machine_info()
+    record.update(plain_processes_rows_per_s=plain, bert_base_1_thread_rows_per_s=single, machine_after=after)
     lines = [
         f"date {before['date']}, {before['cores']} cores, load average before {before['load_avg_1_5_15m']}, "
         f"after {after['load_avg_1_5_15m']}",
@@ -198,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         efficiency = rate[key, 2] / rate[key, 1] / 2
         node_rate = single[name] * NODE_CORES * efficiency
         estimate = {"rows_per_s": node_rate, "minutes": STUDY_ROWS / node_rate / 60}
-        record["estimates_16_cores"][name] = estimate
+        record.setdefault("estimates_16_cores", {})[name] = estimate
         lines.append(
             f"estimate, {STUDY_ROWS:,} rows on {NODE_CORES} cores (per-core rate x {NODE_CORES} x measured "
             f"efficiency {efficiency:.0%}), BERT-base {name}: {node_rate:.0f} rows/s = "

@@ -61,8 +61,7 @@ class FaultsConfig:
     def __post_init__(self) -> None:
         if self.users < 1 or self.retry_attempts < 1:
             raise ValueError(f"users, retry_attempts must be >= 1, got {self.users}, {self.retry_attempts}")
-        unknown = set(self.corruptions) - set(CORRUPTIONS)
-        if unknown:
+        if unknown := set(self.corruptions) - set(CORRUPTIONS):
             raise ValueError(f"corruptions must be among {CORRUPTIONS}, got {sorted(unknown)}")
 
 
@@ -103,17 +102,15 @@ class Run:
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; app {self.app()}") from None
 
-    def wait_serving(self, replicas: int, what: str) -> dict[str, dict[str, Any]]:
-        """Until the app is RUNNING with exactly `replicas` replicas, all RUNNING; returns them."""
+    def scale(self, replicas: int, what: str) -> dict[str, dict[str, Any]]:
+        """Deploy the app at `replicas`; wait until it runs exactly that many, all RUNNING; returns them."""
+        self.deploy(replicas)
 
         def ready() -> dict[str, dict[str, Any]] | None:
             app = self.app()
             running = self.running(app)
-            return (
-                running
-                if app["status"] == "RUNNING" and len(running) == replicas == len(app["replicas"])
-                else None
-            )
+            ok = app["status"] == "RUNNING" and len(running) == replicas == len(app["replicas"])
+            return running if ok else None
 
         return self.wait(ready, what)[1]
 
@@ -162,19 +159,17 @@ def replica_kill(run: Run) -> dict[str, Any]:
         lambda: len(running := run.running()) == 2 and victim["replica_id"] not in running,
         "2 replicas after the kill",
     )
-    new_at, new = run.wait(  # replicas that answered a request sent after the kill, not there before
-        lambda: (
-            {r["replica"] for r in run.tail.read() if r["t0"] >= killed and r["error"] is None} - set(before)
-        ),
-        "a new replica answering",
-    )
+
+    def new_answering() -> set[str]:  # replicas not there before that answered a request sent after the kill
+        answered = {r["replica"] for r in run.tail.read() if r["t0"] >= killed and r["error"] is None}
+        return answered - set(before)
+
+    new_at, new = run.wait(new_answering, "a new replica answering")
     end = max(back_at, new_at)
     new_id = sorted(new)[0]
     startup = run.health(new_id).get("startup") or {}
     time.sleep(run.cfg.after_s)
-    failed_after_kill = [
-        r["t1"] for r in run.tail.read() if r["t1"] >= killed and r["first_error"] is not None
-    ]
+    failed = [r["t1"] for r in run.tail.read() if r["t1"] >= killed and r["first_error"] is not None]
     return {
         "killed_replica": victim["replica_id"],
         "new_replica": new_id,
@@ -184,7 +179,7 @@ def replica_kill(run: Run) -> dict[str, Any]:
         "new_replica_ready_s": _since(startup.get("ready"), killed),
         "replicas_back_s": round(back_at - killed, 2),
         "new_replica_serving_s": round(new_at - killed, 2),
-        "failures_end_s": round(max(failed_after_kill) - killed, 2) if failed_after_kill else None,
+        "failures_end_s": round(max(failed) - killed, 2) if failed else None,
         "before": run.window(start, killed),
         "during": run.window(killed, end),
         "after": run.window(end, end + run.cfg.after_s),
@@ -237,8 +232,7 @@ def store_kill(run: Run) -> dict[str, Any]:
     step["store_recreated_with"] = _stored(ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE))
     step["load"] = run.window(killed_for_good, time.time())
     end = time.time()
-    run.deploy(2)
-    run.wait_serving(2, "back to 2 replicas")
+    run.scale(2, "back to 2 replicas")
     return {
         "stored_before": stored_before,
         "steps": steps,
@@ -261,8 +255,7 @@ def _scale_and_check(run: Run, replicas: int, reference: dict[str, float]) -> di
     """Scale to `replicas`; the new replica's health, predictions and the time it took."""
     before = set(run.running())
     asked = time.time()
-    run.deploy(replicas)
-    running = run.wait_serving(replicas, f"{replicas} replicas")
+    running = run.scale(replicas, f"{replicas} replicas")
     ready = time.time()
     (new_id,) = set(running) - before
     health = run.health(new_id)
@@ -281,8 +274,7 @@ def run_all(config: Any, cfg: FaultsConfig, port: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp, ServeSession(config, port) as session:
         run = Run(session, cfg)
-        run.deploy(2)
-        run.wait_serving(2, "base at 2 replicas")
+        run.scale(2, "base at 2 replicas")
         records = Path(tmp) / "requests.jsonl"
         with recorded_load(session.url, APP, cfg.users, 3600, records, cfg.retry_attempts) as run.tail:
             run.wait(lambda: len(run.tail.read()) > 20, "the load running", 120)
@@ -301,8 +293,7 @@ def run_all(config: Any, cfg: FaultsConfig, port: int) -> dict[str, Any]:
 
 def targets(out: dict[str, Any]) -> dict[str, bool]:
     """The issue's targets, each True when met by this run."""
-    kill, store, art = out["replica_kill"], out["store_kill"], out["artifacts"]
-    steps = store["steps"]
+    kill, steps, art = out["replica_kill"], out["store_kill"]["steps"], out["artifacts"]
     deploys = art["deploy"].values()
     return {
         "replica_kill_0_user_visible_failures": all(kill[w]["failed"] == 0 for w in ("during", "after")),
@@ -313,7 +304,7 @@ def targets(out: dict[str, Any]) -> dict[str, bool]:
             steps[k]["weights_loaded_from"] and steps[k]["same_predictions"]
             for k in ("scale_to_3", "killed_for_good_scale_to_4")
         ),
-        "store_kill_0_user_visible_failures": store["whole"]["failed"] == 0,
+        "store_kill_0_user_visible_failures": out["store_kill"]["whole"]["failed"] == 0,
         "corrupt_refused_by_verify": all(v is not None for v in art["verify_artifact"].values()),
         "corrupt_refused_by_build": all(
             b["exit_code"] != 0 and not (b["traceback"] or b["wrote_variant"]) for b in art["build"].values()
@@ -335,19 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     quick = {"steady_s": 5.0, "after_s": 5.0, "corruptions": ("truncated",), "same_name_case": False}
     cfg = FaultsConfig(users=args.users, **(quick if args.quick else {}))
-    config = load_serve_config(args.config)
-    out = {
-        "machine": machine_info(),
-        "quick": args.quick,
-        "users": cfg.users,
-        "retry_attempts": cfg.retry_attempts,
-    }
-    out |= run_all(config, cfg, args.port)
+    out = {"machine": machine_info(), "quick": args.quick, "users": cfg.users}
+    out |= {"retry_attempts": cfg.retry_attempts, **run_all(load_serve_config(args.config), cfg, args.port)}
     out["machine_after"] = machine_info()
     out["targets"] = targets(out)
-    emit(
-        out, args.json, [f"{name:<40} {'met' if met else 'NOT MET'}" for name, met in out["targets"].items()]
-    )
+    emit(out, args.json, (f"{k:<40} {'met' if met else 'NOT MET'}" for k, met in out["targets"].items()))
     return 0
 
 

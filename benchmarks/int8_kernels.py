@@ -75,9 +75,7 @@ def _summary(result: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__name__, __doc__)
-    p.add_argument(
-        "--repeats", type=positive_int, default=5, help="timed runs per number (the fastest is kept)"
-    )
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed runs per number (best kept)")
     args = p.parse_args(argv)
     setup_logging()
     torch.set_num_threads(1)

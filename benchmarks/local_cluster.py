@@ -2,9 +2,7 @@
 
 Each node is its own `ray start --block` process tree (raylet, object store, agents, workers) on
 127.0.0.1 with its own temp dir and block of ports, so nodes share one machine without clashing with
-each other or with other Ray clusters on it. A node is what runs on a machine, and all of it goes at
-once: `kill` SIGKILLs every process of the node (a spot reclaim), `drain` is a termination notice
-(GCS's drain for preemption), `shutdown` stops everything by its own pids, never by `ray stop`
+each other or with other Ray clusters on it. Nodes are stopped by their own pids, never by `ray stop`
 (which stops every Ray process of the user). Not `ray.cluster_utils.Cluster`: it starts raylets as
 children of the driver, not through the `ray start` a cloud node runs, and its `remove_node` stops
 only the processes Ray recorded, not the workers those raylets forked.
@@ -21,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,22 +65,18 @@ class LocalNode:
     stopped: float | None = None
     ports: dict[str, int] = field(default_factory=dict)
 
-    def pids(self) -> set[int]:
+    def processes(self) -> set[psutil.Process]:
         """Every live process of this node: the `ray start` tree plus anything naming its temp dir."""
-        pids: set[int] = set()
-        try:
+        found: set[psutil.Process] = set()
+        with suppress(psutil.NoSuchProcess):
             root = psutil.Process(self.process.pid)
-            pids = {root.pid} | {p.pid for p in root.children(recursive=True)}
-        except psutil.NoSuchProcess:
-            pass
+            found = {root, *root.children(recursive=True)}
         marker, uid = str(self.temp_dir), os.getuid()
-        for proc in psutil.process_iter(["pid", "uids", "cmdline"]):
-            try:
+        for proc in psutil.process_iter(["uids", "cmdline"]):
+            with suppress(psutil.Error, TypeError):
                 if proc.info["uids"].real == uid and any(marker in a for a in proc.info["cmdline"] or ()):
-                    pids.add(proc.info["pid"])
-            except (psutil.Error, TypeError):
-                continue
-        return pids - {os.getpid()}
+                    found.add(proc)
+        return {p for p in found if p.pid != os.getpid()}
 
 
 class LocalCluster:
@@ -114,9 +109,11 @@ class LocalCluster:
     def _launch(self, name: str, resources: dict[str, float], num_cpus: float) -> LocalNode:
         head = not self.nodes  # the first node started
         ports = node_ports(len(self.nodes), self.base_port)
-        _check_free([self.gcs_port] * head + list(ports.values()))
+        if busy := [p for p in [self.gcs_port] * head + list(ports.values()) if _port_open(p)]:
+            raise RuntimeError(f"ports {busy} on {HOST} are in use; pick another --gcs-port/--base-port")
         temp_dir = self.root / name  # Ray's socket paths live under it (108-byte limit)
         temp_dir.mkdir(parents=True, exist_ok=True)
+        skipped = () if head else HEAD_ONLY_PORTS
         cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", f"--node-ip-address={HOST}"]
         cmd += ["--head", f"--port={self.gcs_port}", "--include-dashboard=false"] if head else []
         cmd += [
@@ -124,11 +121,7 @@ class LocalCluster:
             *(f"--node-name={name}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus:g}"),
             *(f"--resources={json.dumps(resources)}", f"--object-store-memory={OBJECT_STORE_BYTES}"),
             "--disable-usage-stats",
-            *(
-                f"--{k.replace('_', '-')}-port={v}"
-                for k, v in ports.items()
-                if head or k not in HEAD_ONLY_PORTS
-            ),
+            *(f"--{k.replace('_', '-')}-port={v}" for k, v in ports.items() if k not in skipped),
         ]
         with (self.root / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
@@ -149,10 +142,8 @@ class LocalCluster:
         def up() -> bool:
             for node in nodes:
                 if node.process.poll() is not None and node.node_id is None:
-                    tail = (self.root / f"{node.name}.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(
-                        f"ray start for {node.name} exited ({node.process.returncode}):\n{tail}"
-                    )
+                    log = (self.root / f"{node.name}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"ray start of {node.name} exited {node.process.returncode}:\n{log}")
             if connect:  # no driver yet: the head is up once its GCS answers and its raylet has a socket
                 return _port_open(self.gcs_port) and any(nodes[0].temp_dir.glob("session_*/sockets/raylet"))
             self._refresh(nodes)
@@ -181,10 +172,10 @@ class LocalCluster:
 
     def kill(self, node: LocalNode) -> list[str]:
         """SIGKILL every process of `node` at once (a spot reclaim); returns the killed processes' names."""
-        processes = [p for p in map(_process, node.pids()) if p is not None]
+        processes = node.processes()
         names = sorted(_name(p) for p in processes)  # before: a dead process has no name to read
         for proc in processes:
-            _signal(proc.pid, signal.SIGKILL)
+            _signal(proc, signal.SIGKILL)
         node.stopped = time.time()  # the moment of the loss: finding the processes took 0.1-0.5 s
         node.process.wait(timeout=30)
         logger.info("killed node %s: SIGKILL to %s", node.name, names)
@@ -212,12 +203,12 @@ class LocalCluster:
 
     def _stop(self, node: LocalNode, grace_s: float = 5.0) -> None:
         """SIGTERM every process of `node`, then SIGKILL whatever is still there after `grace_s`."""
-        pids = node.pids()
-        for pid in pids:
-            _signal(pid, signal.SIGTERM)
-        _, alive = psutil.wait_procs([p for p in map(_process, pids) if p is not None], timeout=grace_s)
-        for pid in {p.pid for p in alive} | node.pids():  # and workers the raylet forked meanwhile
-            _signal(pid, signal.SIGKILL)
+        processes = node.processes()
+        for proc in processes:
+            _signal(proc, signal.SIGTERM)
+        _, alive = psutil.wait_procs(processes, timeout=grace_s)
+        for proc in {*alive, *node.processes()}:  # and workers the raylet forked meanwhile
+            _signal(proc, signal.SIGKILL)
         try:
             node.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -232,7 +223,7 @@ class LocalCluster:
             ray.shutdown()
         finally:
             for node in sorted(self.nodes, key=lambda n: n.head):
-                if node.process.poll() is None or node.pids():
+                if node.process.poll() is None or node.processes():
                     self._stop(node)
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -254,13 +245,6 @@ class LocalCluster:
         ]
 
 
-def _process(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None
-
-
 def _name(proc: psutil.Process) -> str:
     try:
         return proc.name()  # Ray renames its workers: "ray::ServeReplica:base:Classifier", "raylet"
@@ -268,21 +252,12 @@ def _name(proc: psutil.Process) -> str:
         return "?"
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
+    with suppress(psutil.NoSuchProcess):
+        proc.send_signal(sig)  # not to a new process that took a dead one's pid
 
 
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((HOST, port)) == 0
-
-
-def _check_free(ports: list[int]) -> None:
-    """Stop early, with the port named, when another program (another cluster) holds one of ours."""
-    busy = [p for p in ports if _port_open(p)]
-    if busy:
-        raise RuntimeError(f"ports {busy} on {HOST} are in use; pick another --gcs-port/--base-port")

@@ -4,9 +4,8 @@ request (`benchmarks.records`), to measure what users see while replicas or node
     locust -f benchmarks/locust_retry.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8200 \\
         --batch-share 0 --retry-attempts 4 --records reports/requests.jsonl
 
-Options beyond the locustfile's: `--retry-attempts` (LOADTEST_RETRY_ATTEMPTS; 1 = none),
-`--retry-backoff-s`, `--retry-timeout-s` (per attempt), `--records` (LOADTEST_RECORDS). Locust's
-stats count every attempt under `<name> attempt` and what the user saw under `<name>`.
+Options beyond the locustfile's (`_add_retry_options`): the retry policy and the `--records` log.
+Locust's stats count every attempt under `<name> attempt` and what the user saw under `<name>`.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ def _add_retry_options(parser: Any) -> None:
 
 @events.init.add_listener
 def _open_records(environment: Any, **_: Any) -> None:
-    opts = environment.parsed_options
-    if opts is not None and opts.records:
+    if (opts := environment.parsed_options) is not None and opts.records:
         _records.append(open(opts.records, "a", buffering=1))  # line-buffered: survives a SIGKILL
 
 
@@ -53,9 +51,8 @@ class RetryingClassifierUser(base.ClassifierUser):
     """`ClassifierUser` whose requests are retried on no answer, 500, 502, 503 and 504."""
 
     def __init__(self, environment: Any) -> None:
-        opts = environment.parsed_options
         self.policy = RetryPolicy()
-        if opts is not None:
+        if (opts := environment.parsed_options) is not None:
             self.policy = RetryPolicy(
                 max_attempts=opts.retry_attempts,
                 backoff_s=opts.retry_backoff_s,
@@ -85,15 +82,8 @@ class RetryingClassifierUser(base.ClassifierUser):
             context={},
         )
         if _records:
-            record = {
-                "variant": variant,
-                "t0": started,
-                "t1": started + elapsed_ms / 1e3,
-                "attempts": attempts,
-                "first_status": first[0],
-                "first_error": first[1],
-                "status": status,
-                "error": problem,
-                "replica": response.headers.get("x-replica-id") if status else None,
-            }
+            record = {"variant": variant, "t0": started, "t1": started + elapsed_ms / 1e3}
+            record |= {"attempts": attempts, "first_status": first[0], "first_error": first[1]}
+            record |= {"status": status, "error": problem}
+            record["replica"] = response.headers.get("x-replica-id") if status else None
             _records[0].write(json.dumps(record) + "\n")

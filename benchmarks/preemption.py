@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.cli import emit, parser, setup_logging
+from benchmarks.harness.cli import emit, listed, parser, setup_logging
 from benchmarks.harness.load import wait_serving, wait_until
 from benchmarks.harness.replicas import replica_health, serve_replicas
 from benchmarks.harness.session import app_entry
@@ -150,8 +150,7 @@ def run(args: Any, cfg: ScenarioConfig, scenarios: list[str]) -> dict[str, Any]:
         live = list(spots)
         for kind in scenarios:
             victim = live[-1] if kind == "abrupt" else live[0]
-            name = f"spot-{len(cluster.nodes)}"
-            out["scenarios"][kind] = run_scenario(setup, kind, victim, name, cfg)
+            out["scenarios"][kind] = run_scenario(setup, kind, victim, f"spot-{len(cluster.nodes)}", cfg)
             live = [n for n in live if n is not victim] + [cluster.nodes[-1]]
         store_after = actor_nodes({"model_store": "model_store"}).get("model_store", {})
         out["model_store_after"] = {
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("benchmarks.preemption", __doc__)
     p.add_argument("--config", default=str(DEFAULT_PATH))
     p.add_argument("--variant", default="base")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="abrupt,drain (run in this order)")
+    p.add_argument("--scenarios", type=listed(), default=SCENARIOS, help="abrupt,drain (run in this order)")
     p.add_argument("--workers", type=int, default=2, help="spot nodes, one replica each (>= 2)")
     for field in ("users", "steady_s", "after_s", "replace_after_s", "drain_deadline_s", "retry_attempts"):
         default, hint = getattr(ScenarioConfig, field), "1 = none" if field == "retry_attempts" else None
@@ -236,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workers < 2:
         p.error(f"--workers must be >= 2, got {args.workers}")
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    scenarios = list(args.scenarios)
     if args.quick:
         scenarios, args.steady_s, args.after_s, args.replace_after_s = ["abrupt"], 6.0, 6.0, 0.0
     if not scenarios or set(scenarios) - set(SCENARIOS):
-        p.error(f"--scenarios must be from {SCENARIOS}, got {args.scenarios!r}")
+        p.error(f"--scenarios must be from {SCENARIOS}, got {','.join(args.scenarios)!r}")
     cfg = ScenarioConfig(**{k: getattr(args, k) for k in asdict(ScenarioConfig()) if k in vars(args)})
     setup_logging()
     from deployments.run import use_ingress

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from benchmarks.harness.load import wait_until
 from benchmarks.harness.replicas import replica_health, serve_replicas
 from benchmarks.local_cluster import LocalCluster, LocalNode
-from benchmarks.records import in_flight, recorded_load, summarize
+from benchmarks.records import error_kind, in_flight, recorded_load, summarize
 
 __all__ = ["SCENARIOS", "ScenarioConfig", "Setup", "node_name", "object_nodes", "run_scenario"]
 
@@ -38,9 +37,7 @@ class ScenarioConfig:
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.retry_attempts < 1:
-            raise ValueError(
-                f"users and retry_attempts must be >= 1, got {self.users}, {self.retry_attempts}"
-            )
+            raise ValueError(f"users and retry_attempts must be >= 1, got {self}")
         if min(self.steady_s, self.after_s, self.replace_after_s) < 0 or self.drain_deadline_s < 1:
             raise ValueError(f"seconds must be >= 0 and drain_deadline_s >= 1, got {self}")
 
@@ -66,25 +63,6 @@ def object_nodes(ref: Any) -> list[str]:
 
 def node_name(cluster: LocalCluster, node_id: str) -> str:
     return next((n.name for n in cluster.nodes if n.node_id == node_id), node_id[:8])
-
-
-def _watch(
-    checks: dict[str, Callable[[], bool]], until: list[str], timeout_s: float, what: str, refresh: Callable
-) -> dict[str, float]:
-    """Poll every check (after `refresh`, once a round) until each in `until` has passed; the epoch time
-    at which each first passed."""
-    times: dict[str, float] = {}
-    deadline = time.monotonic() + timeout_s
-    while not all(name in times for name in until):
-        refresh()
-        for name, check in checks.items():
-            if name not in times and check():
-                times[name] = time.time()
-        if time.monotonic() > deadline:
-            missing = [name for name in until if name not in times]
-            raise TimeoutError(f"{what}: {missing} not within {timeout_s:.0f} s (reached {sorted(times)})")
-        time.sleep(0.2)
-    return times
 
 
 def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: ScenarioConfig) -> dict[str, Any]:
@@ -113,9 +91,6 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
         current: list[dict[str, Any]] = []  # Serve's replicas: one controller call per poll round
         new_replicas: set[str] = set()
 
-        def refresh() -> None:
-            current[:] = serve_replicas(client, variant)
-
         def launch() -> bool:  # the autoscaler's reaction, replace_after_s after the loss
             if not launched and time.time() >= loss + cfg.replace_after_s:
                 launched.extend(cluster.add_nodes([name], {"spot": 1}, wait=False))
@@ -124,9 +99,6 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
         def joined() -> bool:
             return bool(launched) and cluster.joined(launched[0])
 
-        def scheduled() -> bool:  # the controller has asked for a replica to replace the lost one
-            return any(r["replica_id"] not in before_ids for r in current)
-
         def running_on_new() -> bool:
             if not joined():
                 return False
@@ -134,8 +106,8 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
             new_replicas.update(r["replica_id"] for r in on_new)
             return any(r["state"] == "RUNNING" for r in on_new)
 
-        def first_200() -> bool:
-            return any(r["replica"] in new_replicas and r["error"] is None for r in tail.read())
+        def new_answers() -> list[dict[str, Any]]:  # requests answered by a replica on the new node
+            return [r for r in tail.read() if r["replica"] in new_replicas and r["error"] is None]
 
         def victim_gone() -> bool:  # drain: Serve moved everything off; the cloud may take the node now
             on_victim = any(r.get("node_id") == victim.node_id for r in current)
@@ -149,21 +121,30 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
             "replacement_launched": launch,
             "victim_dead_in_gcs": lambda: not cluster.is_alive(victim),
             "replacement_joined": joined,
-            "replacement_replica_scheduled": scheduled,
+            "replacement_replica_scheduled": lambda: any(r["replica_id"] not in before_ids for r in current),
             "replacement_replica_running": running_on_new,
-            "replacement_first_200": first_200,
+            "replacement_first_200": new_answers,
         }
         until = ["replacement_first_200", "victim_dead_in_gcs"]
         if kind == "drain":
             checks = {"victim_empty_and_killed": victim_gone, **checks}
             until.append("victim_empty_and_killed")
-        events.update(_watch(checks, until, cfg.recovery_timeout_s, f"{kind}: recovery", refresh))
+        times: dict[str, float] = {}  # the epoch time each check first passed
+
+        def poll() -> bool:  # one controller call a round, then each check not passed yet, in order
+            current[:] = serve_replicas(client, variant)
+            times.update({k: time.time() for k, check in checks.items() if k not in times and check()})
+            return all(k in times for k in until)
+
+        try:
+            wait_until(poll, cfg.recovery_timeout_s, f"{kind}: recovery", interval_s=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; reached {sorted(times)}, needed {until}") from None
+        events.update(times)
         new = launched[0]
-        events["replacement_launched"], events["replacement_joined"] = new.started, new.joined
-        if kind == "drain":
-            events["killed"] = victim.stopped
-        recovered = min(r["t1"] for r in tail.read() if r["replica"] in new_replicas and r["error"] is None)
-        events["replacement_first_200"] = recovered
+        recovered = min(r["t1"] for r in new_answers())
+        events |= {"killed": victim.stopped, "replacement_first_200": recovered}
+        events |= {"replacement_launched": new.started, "replacement_joined": new.joined}
         time.sleep(max(0.0, recovered + cfg.after_s - time.time()))
         stop = time.time()
     records = [r for r in tail.read() if r["t1"] <= stop]  # not those cut by the stop
@@ -173,7 +154,7 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
     flying = in_flight(records, loss)
     first_failures = [r for r in records if r["first_error"] is not None]
     after = [r for r in records if r["t1"] >= recovered]
-    answered = sum(r["error"] is None for r in after)
+    share = sum(r["replica"] in new_replicas for r in after) / max(1, sum(r["error"] is None for r in after))
     return {
         "victim": victim.name,
         "replacement": new.name,
@@ -188,15 +169,13 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
         ),
         "failed_first_attempt_in_flight_at_loss": sum(r["first_error"] is not None for r in flying),
         "failed_first_attempt_sent_after_loss": sum(r["t0"] > loss for r in first_failures),
-        "first_attempt_errors": dict(Counter(_reason(r["first_error"]) for r in first_failures)),
+        "first_attempt_errors": Counter(error_kind(r["first_error"], detail=True) for r in first_failures),
         "first_attempt_failures_s_after_loss": [  # (sent, answered) of each, to tell when they happened
             (round(r["t0"] - loss, 3), round(r["t1"] - loss, 3)) for r in first_failures[:20]
         ],
         "victim_answers_after_loss": sum(r["replica"] in victim_replicas and r["t0"] > loss for r in records),
         # ~1/workers once the new replica takes its full share of the load
-        "new_replica_share_after": round(
-            sum(r["replica"] in new_replicas for r in after) / max(1, answered), 2
-        ),
+        "new_replica_share_after": round(share, 2),
         "windows": {
             "before": summarize(records, load_start + WARMUP_S, loss),
             "during": summarize(records, loss, recovered),
@@ -210,9 +189,3 @@ def run_scenario(run: Setup, kind: str, victim: LocalNode, name: str, cfg: Scena
         },
         "arena_on_nodes": sorted(node_name(cluster, n) for n in arena_nodes),
     }
-
-
-def _reason(error: str) -> str:
-    """An error's kind for counting: 'HTTP 500', 'no answer: ConnectionRefusedError'..."""
-    head = error.split(":", 2)
-    return ":".join(head[:2]).strip() if error.startswith("no answer") else head[0]

@@ -57,18 +57,16 @@ def recorded_load(
 
 def percentile(values: list[float], q: float) -> float | None:
     """The `q`-th percentile (0-100) by linear interpolation between ranks; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else None
 
 
-def error_kind(error: str) -> str:
-    """The kind of a failed attempt ("HTTP 500", "no answer"), without request-specific text."""
-    return error.split(":", 1)[0][:40]
+def error_kind(error: str, detail: bool = False) -> str:
+    """The kind of a failed attempt without request-specific text: "HTTP 500", "no answer" (with
+    `detail`, also what did not answer: "no answer: ConnectionRefusedError")."""
+    parts = error.split(":", 2)
+    return ":".join(parts[:2]).strip() if detail and error.startswith("no answer") else parts[0][:40]
 
 
 def summarize(records: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:

@@ -4,10 +4,8 @@ Retrying is safe because classification is idempotent (same texts, same predicti
 stored). Retried is what a lost or restarting replica or node produces: no answer (refused, reset,
 timed out), 500 (the replica died mid-request), 502/504 (a proxy lost its upstream) and 503 (no
 replica, or load shed; its `Retry-After` honoured up to `max_backoff_s`). Other statuses are final.
-Waits double from `backoff_s` up to `max_backoff_s`, each scaled by a random factor in
-[1 - jitter, 1 + jitter] so clients that failed together do not retry together. The defaults wait
-about 0.2 + 0.4 + 0.8 s over 4 attempts: long enough for Serve to route around a dead replica,
-short enough that a real outage is reported quickly.
+The defaults wait about 0.2 + 0.4 + 0.8 s over 4 attempts: long enough for Serve to route around a
+dead replica, short enough that a real outage is reported quickly.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ class RetryPolicy:
     max_attempts: int = 4  # the first try included; 1 turns retrying off
     backoff_s: float = 0.2  # wait before the first retry; doubles per retry
     max_backoff_s: float = 2.0  # cap on any one wait, a server's Retry-After included
-    jitter: float = 0.5  # each wait is scaled by a random factor in [1 - jitter, 1 + jitter]
+    jitter: float = 0.5  # each wait times a random [1 - jitter, 1 + jitter]: failed together, retry apart
     timeout_s: float = 10.0  # per attempt: a request stuck on a vanished node counts as no answer
     retry_statuses: frozenset[int] = field(default=RETRY_STATUSES)  # statuses worth another try
 
@@ -40,9 +38,7 @@ class RetryPolicy:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.backoff_s < 0 or self.max_backoff_s < self.backoff_s:
-            raise ValueError(
-                f"backoff_s must be >= 0 and <= max_backoff_s, got {self.backoff_s}, {self.max_backoff_s}"
-            )
+            raise ValueError(f"backoff_s must be >= 0 and <= max_backoff_s, got {self}")
         if not 0.0 <= self.jitter < 1.0:
             raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
         if self.timeout_s <= 0:

@@ -29,11 +29,7 @@ __all__ = ["layer_sizes", "main", "model_sizes"]
 
 logger = logging.getLogger(__name__)
 
-_LAYOUTS = {
-    "bitmask": SparseLayout.BITMASK,
-    "csr": SparseLayout.CSR,
-    "auto": None,
-}  # auto: smallest per weight
+_LAYOUTS = {"bitmask": SparseLayout.BITMASK, "csr": SparseLayout.CSR, "auto": None}
 
 
 def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
@@ -79,7 +75,6 @@ def _embedding_bytes(model: nn.Module) -> int:
 def model_sizes(model: nn.Module, amount: float = 0.75) -> dict[str, Any]:
     """Bytes of `model` as base, quant, pruned and pruned-quant (per layout), plus the target checks."""
     base = _nbytes(model.state_dict())
-    embeddings = _embedding_bytes(model)
     logger.info("quantizing")
     quant_model = to_int8_linear(compress(model, Int8DynamicQuantConfig()))
     quant = _nbytes(quant_model.state_dict())
@@ -103,7 +98,7 @@ def model_sizes(model: nn.Module, amount: float = 0.75) -> dict[str, Any]:
     return {
         "amount": amount,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "embeddings_fp32": embeddings,
+        "embeddings_fp32": _embedding_bytes(model),
         "embeddings_8bit": embeddings_8bit,
         "base": base,
         "quant": quant,
@@ -130,11 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     report: dict[str, Any] = {"layer": layer_sizes(args.rows, args.cols, args.amount, args.seed)}
     if not args.skip_model:
-        logger.info("building a BertConfig() classifier")
         report["bert_base"] = model_sizes(random_bert(args.seed), args.amount)
-    emit(
-        report, args.json, [f"{k}: {part['ratios']} {part.get('targets', '')}" for k, part in report.items()]
-    )
+    summary = [f"{k}: {part['ratios']} {part.get('targets', '')}" for k, part in report.items()]
+    emit(report, args.json, summary)
     return 0
 
 

@@ -23,6 +23,7 @@ from compression.timing import best_ms
 
 __all__ = ["csr_kernel", "main", "measure"]
 
+_SWEEP = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # sparsities of the CSR break-even sweep
 _TOKENS = {"32x128": 32 * 128, "1x128": 128, "1x32": 32}  # batch x sequence length, as F.linear sees them
 
 
@@ -40,17 +41,11 @@ def csr_kernel(layer: SparseLinear) -> tuple[torch.Tensor, dict[str, bool]]:
 
     torch takes int32 or int64 indices only, so int16 column indices are widened (a copy).
     """
-    parts = layer.parts().tensors
+    parts, shape = layer.parts().tensors, (layer.out_features, layer.in_features)
     col = parts["col"].to(torch.int32)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        weight = torch.sparse_csr_tensor(
-            parts["crow"],
-            col,
-            parts["values"],
-            (layer.out_features, layer.in_features),
-            check_invariants=False,
-        )
+        weight = torch.sparse_csr_tensor(parts["crow"], col, parts["values"], shape, check_invariants=False)
     held = {"crow": weight.crow_indices(), "col": weight.col_indices(), "values": weight.values()}
     shared = {k: t.data_ptr() == parts[k].data_ptr() for k, t in held.items()}
     shared["col_after_widening"] = held["col"].data_ptr() == col.data_ptr()
@@ -115,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=3072, help="out_features (BERT-base FFN: 3072)")
     p.add_argument("--cols", type=int, default=768, help="in_features (BERT-base hidden: 768)")
     p.add_argument("--sparsity", type=float, default=0.75, help="for the decode timings")
-    p.add_argument(
-        "--sweep", type=listed(float), default=(0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95), help="CSR sparsities"
-    )
+    p.add_argument("--sweep", type=listed(float), default=_SWEEP, help="CSR sparsities")
     p.add_argument("--repeats", type=positive_int, default=7, help="timed runs per number (best kept)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     args = p.parse_args(argv)

@@ -34,14 +34,7 @@ from benchmarks.harness import ROOT
 from benchmarks.harness.cli import emit, listed, parser, setup_logging
 from benchmarks.harness.models import build_random_bert
 from benchmarks.harness.session import local_ray
-from benchmarks.variant_measure import (
-    ALL_VARIANTS,
-    MODELS,
-    SERVED,
-    VariantBenchConfig,
-    measure_model,
-    served_kernels,
-)
+from benchmarks.variant_measure import MODELS, SERVED, VariantBenchConfig, measure_model, served_kernels
 from deployments.serve_config import load_serve_config
 from loading.host import machine_info
 
@@ -89,8 +82,7 @@ def run_benchmark(cfg: VariantBenchConfig, out_dir: Path) -> dict[str, Any]:
         finally:
             ray.kill(model_store())  # detached: it would outlive the session
     result["machine"]["load_avg_1_5_15m_end"] = [round(x, 2) for x in os.getloadavg()]
-    big = result["models"].get("bert-base")
-    result["targets"] = big["targets"] if big else None  # judged on the BERT-base shape only
+    result["targets"] = result["models"].get("bert-base", {}).get("targets")  # judged on BERT-base only
     return result
 
 
@@ -132,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             cfg = VariantBenchConfig(
-                models=args.models, latency_variants=ALL_VARIANTS if args.all_latency else None
+                models=args.models, latency_variants=VariantBenchConfig.variants if args.all_latency else None
             )
     except ValueError as exc:
         p.error(str(exc))

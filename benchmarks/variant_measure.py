@@ -1,8 +1,4 @@
-"""Build the variants of one model and measure each (the protocol: `benchmarks.variant_costs`).
-
-Replicas are fresh Ray actors that attach a variant as a Serve replica does, under the environment
-`serve_config.yaml` gives replicas.
-"""
+"""Build the variants of one model and measure each (the protocol: `benchmarks.variant_costs`)."""
 
 from __future__ import annotations
 
@@ -98,9 +94,6 @@ def _label(kernels: dict[str, str]) -> str:
     return ",".join(f"{k.split('_')[0]}={v}" for k, v in sorted(kernels.items())) or "default"
 
 
-# --- inside a fresh Ray actor ---------------------------------------------------------------------
-
-
 class _Replica:
     """A fresh Ray worker that attaches variants as a Serve replica does, and measures itself."""
 
@@ -140,7 +133,9 @@ class _Replica:
     def join(self, variant: str, model_dir: str, kernels: dict[str, str], seq_len: int) -> dict[str, Any]:
         """Attach `variant` as a new replica and run one (1, seq_len) forward; return the memory added."""
         torch.set_num_threads(1)  # as a served replica (num_cpus 0.5 -> 1 thread)
-        self.release()
+        self._held.clear()  # the warm-up model, if any
+        gc.collect()
+        trim_heap()
         uss0, rss0 = self._memory()
         loaded_from = self.hold("replica", variant, model_dir, kernels)
         trim_heap()  # as a Serve replica does after attaching and after each batch
@@ -162,14 +157,6 @@ class _Replica:
         torch.set_num_threads(threads)
         return {label: round(self._forward(label, batch_size, seq_len), 1) for label in labels}
 
-    def release(self) -> None:
-        self._held.clear()
-        gc.collect()
-        trim_heap()
-
-
-# --- the driver ------------------------------------------------------------------------------------
-
 
 def _new_actor() -> Any:
     """A fresh worker with the environment `serve_config.yaml` gives replicas (e.g. malloc settings)."""
@@ -180,11 +167,8 @@ def _new_actor() -> Any:
 
 
 def _latency(entries: dict[str, tuple[str, str, dict[str, str]]], cfg: VariantBenchConfig) -> dict[str, Any]:
-    """Batch latency of every (variant, kernel option) in `entries` (label -> key, dir, kernels).
-
-    One actor holds them all and times them in rounds, one forward of each per round (after a
-    warm-up round), so a noisy neighbour slows every option alike.
-    """
+    """Batch latency of each entry (label -> store key, dir, kernels), all held by one actor and
+    timed in interleaved rounds after a warm-up round."""
     import ray
 
     out: dict[str, Any] = {}
@@ -221,12 +205,8 @@ def _latency(entries: dict[str, tuple[str, str, dict[str, str]]], cfg: VariantBe
 def _replica_memory(
     key: str, model_dir: str, warm: tuple[str, str], kernels: dict[str, str], cfg: VariantBenchConfig
 ) -> dict[str, Any]:
-    """USS/RSS growth of `cfg.replicas` fresh actors attaching `key` in turn, each keeping it.
-
-    Each first attaches the tiny warm-up model `warm` (same kernels), so imports and lazy kernel
-    set-up don't count; then one at a time, the i-th joins while those before it hold the variant,
-    as when Serve scales up.
-    """
+    """USS/RSS growth of `cfg.replicas` fresh actors attaching `key` one after another, each first
+    warmed up on the tiny `warm` model with the same kernels."""
     import ray
 
     actors = [_new_actor() for _ in range(cfg.replicas)]
@@ -258,9 +238,8 @@ def measure_model(
     model_dir, out_root = Path(model_dir).resolve(), Path(out_root).resolve()
     timed = cfg.latency_variants or cfg.variants
     logger.info("%s: building %d variants in %s", tag, len(cfg.variants) - 1, out_root)
-    seconds = {"start": time.perf_counter()}
-    built = [v for v in cfg.variants if v != "base"]
-    build_variants(model_dir, built, out_root, if_missing=True)
+    seconds = {"start": time.perf_counter()}  # each phase's end time, in order
+    build_variants(model_dir, [v for v in cfg.variants if v != "base"], out_root, if_missing=True)
     seconds["build"] = time.perf_counter()
     dirs = {v: str(model_dir if v == "base" else out_root / v) for v in cfg.variants}
     # A 2-layer, hidden-32 random BERT's variants: attached first so imports don't count in memory.
@@ -324,12 +303,11 @@ def measure_model(
             ray.get(store.drop.remote(f"{prefix}-{variant}"))
             ray.get(store.drop.remote(f"{prefix}-warmup-{variant}"))
     seconds["memory"] = time.perf_counter()
-    phases, marks = list(seconds), list(seconds.values())  # each phase's end time, in order
     result = {
         "model_dir": str(model_dir),
         "num_parameters": base.num_parameters,
         "latency_variants": list(timed),
-        "seconds": {phases[i]: round(marks[i] - marks[i - 1], 1) for i in range(1, len(marks))},
+        "seconds": {b: round(seconds[b] - seconds[a], 1) for a, b in itertools.pairwise(seconds)},
         "variants": rows,
     }
     result["targets"], result["target_values"] = _targets(rows, cfg)
