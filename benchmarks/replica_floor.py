@@ -31,7 +31,7 @@ from benchmarks.harness.models import BERT_BASE_DIR, build_random_bert
 from benchmarks.harness.replicas import memory_mib, replica_health
 from benchmarks.harness.session import ServeSession, app_entry
 from benchmarks.replica_memory import IDLE_AFTER_S
-from deployments.serve_config import ServeConfig, load_serve_config
+from deployments.serve_config import DEFAULT_PATH, ServeConfig, load_serve_config
 from loading.host import machine_info
 
 __all__ = ["FIGURES", "main", "minus_floor", "reference_apps", "scale_up"]
@@ -152,7 +152,7 @@ def _table(results: dict[str, dict[str, float]], diff: dict[str, dict[str, float
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__name__, __doc__)
-    p.add_argument("--config", default="serve_config.yaml")
+    p.add_argument("--config", default=str(DEFAULT_PATH))
     p.add_argument("--model-dir", default="artifacts/base", help="our default model (base and pipeline)")
     p.add_argument("--bert-base-dir", default=str(BERT_BASE_DIR), help="built here if missing")
     p.add_argument("--no-bert-base", action="store_true", help="skip the BERT-base-shaped row")
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_spare_worker:
         os.environ["BERTSERVE_SPARE_WORKER"] = "0"  # before Ray starts: its workers inherit it
     setup_logging()
-    config = load_serve_config(ROOT / args.config)
+    config = load_serve_config(args.config)
     dirs = {"base": str((ROOT / args.model_dir).resolve())}
     if not args.no_bert_base and "bert-base" in args.apps:
         dirs["bert-base"] = str(build_random_bert((ROOT / args.bert_base_dir).resolve()))

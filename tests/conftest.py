@@ -92,7 +92,9 @@ def ray_session():
 
     use_ingress()
     ray.init(
-        num_cpus=2,
+        # Logical CPUs: 2 for the tests' own workers (an evaluation job runs 2) and 1 for the tiny
+        # served app (`base_url`), which stays up for the whole session.
+        num_cpus=3,
         include_dashboard=False,
         log_to_driver=False,
         namespace="tests",
@@ -100,3 +102,40 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+# Small limits so that tests reach them with small bodies.
+TINY_ARGS = {
+    "variant": "tiny",
+    "max_texts": 8,
+    "max_text_chars": 5000,
+    "max_body_bytes": 100_000,
+    "body_timeout_s": 2.0,
+}
+
+
+@pytest.fixture(scope="session")
+def base_url(ray_session, tiny_artifact) -> str:
+    """Serve on a free loopback port with the tiny classifier as application "tiny" (open access).
+
+    Once per session: Serve with HAProxy in front does not come back up after `serve.shutdown()`
+    in the same Ray (its next start refuses connections), so every package shares this one.
+    """
+    from ray import serve
+
+    from deployments.classifier import Classifier, ClassifierArgs
+    from deployments.run import free_port
+    from deployments.serve_config import load_serve_config
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # The replica runs with the environment serve_config.yaml gives every app (Serve's event-loop
+    # switch, the oneDNN cache setting), so these tests exercise the served configuration.
+    options = {"num_cpus": 1, "runtime_env": {"env_vars": load_serve_config().env_vars()}}
+    app = Classifier.options(ray_actor_options=options).bind(
+        ClassifierArgs(**TINY_ARGS, model_dir=str(tiny_artifact))
+    )
+    serve.run(app, name="tiny", route_prefix="/tiny")
+    yield f"http://127.0.0.1:{port}/tiny"
+    serve.delete("tiny")
+    serve.shutdown()

@@ -22,11 +22,17 @@ __all__ = ["ServeSession", "app_entry", "local_ray", "pool_entry"]
 
 @contextmanager
 def local_ray(num_cpus: int | None = None, namespace: str = "serve", **kwargs: Any) -> Iterator[None]:
-    """A fresh local Ray for the `with` block, its workers under `loading.host.WORKER_ENV`."""
+    """A fresh local Ray for the `with` block, its workers under `loading.host.WORKER_ENV`.
+
+    In a process that already runs Ray (a test session), the block uses that one and leaves it up.
+    """
     import ray
 
     from loading.host import set_worker_env
 
+    if ray.is_initialized():
+        yield
+        return
     set_worker_env()  # workers inherit this process's environment: no hub, one tokenizer thread
     ray.init(
         address="local",

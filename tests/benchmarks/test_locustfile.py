@@ -10,7 +10,6 @@ import pytest
 
 from benchmarks.harness import ROOT
 from benchmarks.shapes import ShapeConfig, answer_problem, users_at
-from tests.deployments.conftest import base_url  # noqa: F401  the served tiny app
 
 
 @pytest.mark.parametrize(
@@ -45,7 +44,7 @@ def test_malformed_answers_are_failures():
     )
 
 
-def test_headless_run_against_the_app(base_url, tmp_path):  # noqa: F811
+def test_headless_run_against_the_app(base_url, tmp_path):
     host, variant = base_url.rsplit("/", 1)
     texts = tmp_path / "texts.csv"
     texts.write_text('text\nhello there\n"a second, longer text to classify"\nthird one\n')

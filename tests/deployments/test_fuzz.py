@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.deployments.conftest import TINY_ARGS
+from tests.conftest import TINY_ARGS
 
 MAX_TEXTS = TINY_ARGS["max_texts"]
 MAX_CHARS = TINY_ARGS["max_text_chars"]
