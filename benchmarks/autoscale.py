@@ -21,7 +21,7 @@ from benchmarks.harness.cli import emit, parser, setup_logging
 from benchmarks.harness.load import ClosedLoopUsers, wait_serving, wait_until
 from benchmarks.harness.replicas import replica_counts
 from benchmarks.harness.session import ServeSession, app_entry
-from deployments.serve_config import DEFAULT_PATH, load_serve_config
+from deployments.serve_config import load_serve_config
 from loading.host import machine_info
 
 __all__ = ["StepLoad", "main", "step_load", "summarize"]
@@ -163,13 +163,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.autoscale", __doc__)
-    p.add_argument("--config", default=DEFAULT_PATH)
+    p = parser("benchmarks.autoscale", __doc__, serve_port=8100)
     p.add_argument("--variant", default="base")
     p.add_argument("--users", default="2,32", help="users before,after the step")
     p.add_argument("--warm", type=float, default=10.0, help="seconds at the low load before the step")
     p.add_argument("--hold", type=float, default=20.0, help="seconds at full capacity before stopping")
-    p.add_argument("--port", type=int, default=8100, help="its own Serve (8000 may be `make serve`)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds any one wait may take")
     p.add_argument("--plot", type=Path, default=None, help="write the timeline as a PNG here")
     p.add_argument("--quick", action="store_true", help="short step, no scale-down wait: < 1 minute")

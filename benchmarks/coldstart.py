@@ -28,7 +28,7 @@ from benchmarks.harness.cli import emit, parser, setup_logging
 from benchmarks.harness.load import post_text, wait_until
 from benchmarks.harness.replicas import replica_counts, replica_health
 from benchmarks.harness.session import ServeSession, app_entry
-from deployments.serve_config import DEFAULT_PATH, load_serve_config
+from deployments.serve_config import load_serve_config
 from loading.host import machine_info
 
 __all__ = ["app_cold_start", "breakdown", "main", "replica_cold_start"]
@@ -114,13 +114,11 @@ def replica_cold_start(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.coldstart", __doc__)
-    p.add_argument("--config", default=DEFAULT_PATH)
+    p = parser("benchmarks.coldstart", __doc__, serve_port=8100)
     p.add_argument("--variants", default=None, help="default: every variant in the config (quick: base)")
     p.add_argument("--replica-variants", default="base,quant", help="variants for (b)")
     p.add_argument("--repeats", type=int, default=3, help="replica cold starts per variant and source")
     p.add_argument("--scale-variant", default="base")
-    p.add_argument("--port", type=int, default=8100, help="their own Serve (8000 may be `make serve`)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds any one wait may take")
     p.add_argument("--quick", action="store_true", help="base only, once each: < 1 minute")
     args = p.parse_args(argv)

@@ -28,7 +28,6 @@ from benchmarks.cost_model import (
 )
 from benchmarks.harness.cli import emit, parser, setup_logging
 from benchmarks.replica_memory import DEFAULT_MEASUREMENTS, measure_to_file
-from deployments.serve_config import DEFAULT_PATH
 
 __all__ = ["main", "markdown_table"]
 
@@ -88,7 +87,7 @@ def _price_table(args: argparse.Namespace) -> tuple[dict[str, Instance], list[In
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.cost", __doc__)
+    p = parser("benchmarks.cost", __doc__, serve_port=8400)
     rps_help = "target requests/s all year (50: about one m5.large of base, so variants differ; docs/COST.md)"
     p.add_argument("--rps", type=float, default=FleetAssumptions.target_rps, help=rps_help)
     p.add_argument("--instance", default="m5.large", help="instance types, comma-separated, or 'all'")
@@ -104,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-instances", type=int, default=FleetAssumptions.min_instances)
     p.add_argument("--spot-headroom", type=float, default=FleetAssumptions.spot_headroom)
     p.add_argument("--measure", action="store_true", help="measure each variant now (minutes; Ray)")
-    p.add_argument("--config", default=DEFAULT_PATH, help="with --measure")
-    p.add_argument("--port", type=int, default=8400, help="with --measure: its own Serve")
     p.add_argument("--users", type=int, default=32, help="with --measure: closed-loop Locust users")
     p.add_argument("--seconds", type=float, default=30.0, help="with --measure: per variant")
     p.add_argument("--quick", action="store_true", help="with --measure: base only, short runs")

@@ -35,7 +35,7 @@ from benchmarks.harness.load import post_text, wait_until
 from benchmarks.harness.replicas import replica_health
 from benchmarks.harness.session import ServeSession, app_entry
 from benchmarks.records import RecordTail, recorded_load, summarize
-from deployments.serve_config import DEFAULT_PATH, load_serve_config
+from deployments.serve_config import load_serve_config
 from loading.host import machine_info
 
 __all__ = ["FaultsConfig", "Run", "main"]
@@ -317,9 +317,7 @@ def targets(out: dict[str, Any]) -> dict[str, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.faults", __doc__)
-    p.add_argument("--config", default=str(DEFAULT_PATH))
-    p.add_argument("--port", type=int, default=8300, help="their own Serve (8000 may be `make serve`)")
+    p = parser("benchmarks.faults", __doc__, serve_port=8300)
     p.add_argument("--users", type=int, default=FaultsConfig.users)
     p.add_argument("--quick", action="store_true", help="short windows, one corruption deployed")
     args = p.parse_args(argv)

@@ -34,7 +34,7 @@ from benchmarks.preemption_scenario import (
     object_nodes,
     run_scenario,
 )
-from deployments.serve_config import DEFAULT_PATH, load_serve_config
+from deployments.serve_config import load_serve_config
 
 __all__ = ["main"]
 
@@ -220,15 +220,13 @@ def _raise_on_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.preemption", __doc__)
-    p.add_argument("--config", default=str(DEFAULT_PATH))
+    p = parser("benchmarks.preemption", __doc__, serve_port=8200)
     p.add_argument("--variant", default="base")
     p.add_argument("--scenarios", type=listed(), default=SCENARIOS, help="abrupt,drain (run in this order)")
     p.add_argument("--workers", type=int, default=2, help="spot nodes, one replica each (>= 2)")
     for field in ("users", "steady_s", "after_s", "replace_after_s", "drain_deadline_s", "retry_attempts"):
         default, hint = getattr(ScenarioConfig, field), "1 = none" if field == "retry_attempts" else None
         p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default, help=hint)
-    p.add_argument("--port", type=int, default=8200, help="Serve HTTP on 127.0.0.1")
     p.add_argument("--gcs-port", type=int, default=6390)
     p.add_argument("--base-port", type=int, default=16400, help="node i uses base + 100 i .. + 99")
     p.add_argument("--quick", action="store_true", help="abrupt only, short windows (< ~90 s)")

@@ -31,7 +31,7 @@ from benchmarks.harness.models import BERT_BASE_DIR, build_random_bert
 from benchmarks.harness.replicas import memory_mib, replica_health
 from benchmarks.harness.session import ServeSession, app_entry
 from benchmarks.replica_memory import IDLE_AFTER_S
-from deployments.serve_config import DEFAULT_PATH, ServeConfig, load_serve_config
+from deployments.serve_config import ServeConfig, load_serve_config
 from loading.host import machine_info
 
 __all__ = ["FIGURES", "main", "minus_floor", "reference_apps", "scale_up"]
@@ -151,8 +151,7 @@ def _table(results: dict[str, dict[str, float]], diff: dict[str, dict[str, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser(__name__, __doc__)
-    p.add_argument("--config", default=str(DEFAULT_PATH))
+    p = parser(__name__, __doc__, serve_port=8130)
     p.add_argument("--model-dir", default="artifacts/base", help="our default model (base and pipeline)")
     p.add_argument("--bert-base-dir", default=str(BERT_BASE_DIR), help="built here if missing")
     p.add_argument("--no-bert-base", action="store_true", help="skip the BERT-base-shaped row")
@@ -161,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-spare-worker", action="store_true", help="BERTSERVE_SPARE_WORKER=0: new replicas start fresh"
     )
-    p.add_argument("--port", type=int, default=8130, help="their own Serve (8000 may be `make serve`)")
     p.add_argument("--ingress", choices=("haproxy", "proxy"), default=None, help="default: as make serve")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds any one wait may take")
     args = p.parse_args(argv)

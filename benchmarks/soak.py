@@ -33,7 +33,7 @@ from benchmarks.harness.load import wait_serving, wait_until
 from benchmarks.harness.locust import read_stats, run_locust, start_locust, stop_locust
 from benchmarks.harness.replicas import MemorySampler, ingress_pid, memory_mib, serve_replicas
 from benchmarks.harness.session import ServeSession, app_entry
-from deployments.serve_config import DEFAULT_PATH, ServeConfig, load_serve_config
+from deployments.serve_config import ServeConfig, load_serve_config
 from loading.host import machine_info
 
 __all__ = ["choose_users", "idle_change", "main", "memory_trend", "minute_series", "verdicts"]
@@ -231,9 +231,7 @@ def soak(args: argparse.Namespace, config: ServeConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.soak", __doc__)
-    p.add_argument("--config", default=DEFAULT_PATH)
-    p.add_argument("--port", type=int, default=8301, help="their own Serve (8000 may be `make serve`)")
+    p = parser("benchmarks.soak", __doc__, serve_port=8301)
     p.add_argument("--variant", default="base")
     p.add_argument("--replicas", type=int, default=2, help="fixed (no autoscaling during the soak)")
     p.add_argument("--minutes", type=float, default=10.0)

@@ -22,7 +22,7 @@ from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
 from benchmarks.harness.load import SHORT_TEXT, ClosedLoopUsers, wait_serving, wait_until
 from benchmarks.harness.models import BERT_BASE_DIR, build_random_bert
 from benchmarks.harness.session import ServeSession, app_entry, pool_entry
-from deployments.serve_config import DEFAULT_PATH, load_serve_config
+from deployments.serve_config import load_serve_config
 from loading.host import machine_info
 
 __all__ = ["main", "rate_timeline", "time_to_fraction"]
@@ -184,8 +184,7 @@ def switching(session: ServeSession, model_dir: Path, variants: int, repeats: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser(__name__, __doc__)
-    p.add_argument("--config", default=str(DEFAULT_PATH))
+    p = parser(__name__, __doc__, serve_port=8000)
     p.add_argument("--variant", default="base", help="the variant whose load steps up")
     # 2 x max_batch_size: both pool replicas saturated, and above the own app's target of 16 ongoing
     # requests per replica, so that its autoscaler adds one.
@@ -195,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bert-base", default=str(BERT_BASE_DIR), help="for the switching part ('' skips it)")
     p.add_argument("--repeats", type=positive_int, default=20, help="held-variant switches timed")
     p.add_argument("--switch-variants", type=int, default=6, help="BERT-base variants in the switching pool")
-    p.add_argument("--port", type=int, default=8000)
     p.add_argument("--quick", action="store_true", help="short phases (a few minutes in all)")
     p.add_argument("--switching-only", action="store_true", help="skip the spike, time switching only")
     args = p.parse_args(argv)

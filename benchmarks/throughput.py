@@ -27,7 +27,7 @@ from benchmarks.harness.load import wait_serving
 from benchmarks.harness.locust import run_locust
 from benchmarks.harness.session import ServeSession, app_entry
 from deployments.run import INGRESSES
-from deployments.serve_config import DEFAULT_PATH, load_serve_config
+from deployments.serve_config import load_serve_config
 from loading.artifact import load_tokenizer, resolve_model_dir
 from loading.host import machine_info
 from loading.memory import trim_heap
@@ -114,14 +114,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("benchmarks.throughput", __doc__)
-    p.add_argument("--config", default=DEFAULT_PATH)
+    p = parser("benchmarks.throughput", __doc__, serve_port=8100)
     p.add_argument("--variants", default=None, help="default: every variant in the config")
     p.add_argument("--users", default="1,8,32,64", help="user counts; the last one is the fixed one")
     p.add_argument("--fixed-users", type=int, default=32, help="concurrency for the targets")
     p.add_argument("--seconds", type=float, default=30.0, help="per Locust run, after a reset")
     p.add_argument("--plain-texts", type=int, default=960, help="texts timed unserved (320: 18%% spread)")
-    p.add_argument("--port", type=int, default=8100, help="their own Serve (8000 may be `make serve`)")
     p.add_argument("--ingress", choices=INGRESSES, help="default: $BERTSERVE_INGRESS, else haproxy")
     p.add_argument("--plot", type=Path, default=None, help="write requests/s and p95 vs users here (PNG)")
     p.add_argument("--quick", action="store_true", help="base only, 32 users, short runs: < 1 minute")

@@ -13,14 +13,26 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from deployments.serve_config import DEFAULT_PATH
+
 __all__ = ["emit", "listed", "parser", "positive_int", "setup_logging"]
 
 
-def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
-    """`python -m <module>`'s parser, described by the first paragraph of `doc`, with `--json`."""
+def parser(module: str, doc: str | None, *, serve_port: int | None = None) -> argparse.ArgumentParser:
+    """`python -m <module>`'s parser, described by the first paragraph of `doc`, with `--json`.
+
+    `serve_port`: the script starts its own Serve from a config; adds `--config` and `--port`.
+    """
+    if module == "__main__":  # run as `python -m benchmarks.x`: name the module, not __main__
+        module = getattr(sys.modules["__main__"].__spec__, "name", module)
     first = (doc or "").strip().split("\n\n")[0]
     p = argparse.ArgumentParser(prog=f"python -m {module}", description=first)
     p.add_argument("--json", action="store_true", help="print the record as one JSON object, last line")
+    if serve_port is not None:
+        p.add_argument("--config", default=str(DEFAULT_PATH), help="the Serve config to deploy from")
+        p.add_argument(
+            "--port", type=int, default=serve_port, help="its own Serve on 127.0.0.1 (8000: make serve)"
+        )
     return p
 
 

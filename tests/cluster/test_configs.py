@@ -415,4 +415,5 @@ def test_check_needs_no_cluster_and_no_ray_start(monkeypatch):
         raise AssertionError("check_all started Ray")
 
     monkeypatch.setattr(ray, "init", refuse)
-    assert check_all(ROOT) == []
+    # (warnings, such as artifacts not built in a fresh checkout, are no errors)
+    assert [f for f in check_all(ROOT) if f.level == "error"] == []
