@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks.corrupt_artifacts import CORRUPTIONS, build_refusal, corrupt_artifact
 from benchmarks.faults import FaultsConfig
-from benchmarks.harness import ROOT
 from benchmarks.records import RecordTail, summarize
 from loading.artifact import WEIGHTS_FILE, ArtifactError, verify_artifact
 from loading.build import build_variants
+from tests.benchmarks import run_record
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
@@ -102,15 +100,7 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.slow
 def test_faults_quick_meets_every_target():
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.faults", "--quick", "--json", "--port", "8300"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_record("benchmarks.faults", "--quick", "--port", "8300", timeout=900)
     assert all(out["targets"].values()), out["targets"]
     kill = out["replica_kill"]
     assert kill["before"]["requests"] > 0 and kill["new_replica_serving_s"] > 0

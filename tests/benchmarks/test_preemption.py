@@ -19,6 +19,7 @@ from benchmarks.local_cluster import PORTS_PER_NODE, node_ports
 from benchmarks.preemption_scenario import ScenarioConfig
 from benchmarks.records import RecordTail, in_flight, percentile, summarize
 from benchmarks.retry import RetryPolicy
+from tests.benchmarks import run_record
 
 # -- the retry policy -------------------------------------------------------------------------------
 
@@ -211,15 +212,7 @@ def test_retrying_users_hide_503s_but_not_4xx(tmp_path):
 
 @pytest.mark.slow
 def test_quick_preemption_run_loses_nothing_user_visible():
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.preemption", "--quick", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_record("benchmarks.preemption", "--quick", timeout=400)
     abrupt = out["scenarios"]["abrupt"]
     print(json.dumps(out))  # shown by pytest if an assertion fails
     assert all(out["targets"].values()), out["targets"]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from benchmarks.autoscale import StepLoad, summarize
@@ -13,6 +9,7 @@ from benchmarks.coldstart import PHASES, breakdown
 from benchmarks.harness import ROOT
 from benchmarks.harness.session import app_entry
 from deployments.serve_config import ServeConfigError, load_serve_config
+from tests.benchmarks import run_record
 
 
 def test_breakdown_phases_add_up_to_the_total():
@@ -60,15 +57,7 @@ def test_a_missing_config_is_a_clear_error(tmp_path):
 
 
 def _run_quick(module: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--quick", "--json", "--port", "8012"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_record(module, "--quick", "--port", "8012")
 
 
 @pytest.mark.slow

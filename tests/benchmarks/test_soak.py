@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
 
 import pytest
 
-from benchmarks.harness import ROOT
 from benchmarks.soak import choose_users, idle_change, memory_trend, minute_series, verdicts
+from tests.benchmarks import run_record
 
 
 def _probe(users, p50, p99, failures=0):
@@ -107,15 +104,7 @@ def test_verdicts_need_every_target():
 
 @pytest.mark.slow
 def test_soak_quick_runs_a_minute_and_reports_memory_of_each_replica():
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.soak", "--quick", "--json", "--port", "8301"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_record("benchmarks.soak", "--quick", "--port", "8301", timeout=600)
     assert out["locust"]["requests"] > 0 and out["targets"]["zero_failures"]
     assert out["targets"]["no_replica_growth_under_load"] is None  # a minute is too short to judge
     replicas = [k for k in out["memory"] if k.startswith("replica:")]
