@@ -24,10 +24,10 @@ import torch
 
 from benchmarks.harness import ROOT
 from benchmarks.harness.cli import emit, parser, setup_logging
+from benchmarks.harness.load import random_texts
 from benchmarks.harness.replicas import memory_mib
 from benchmarks.harness.session import app_entry
 from benchmarks.soak import memory_trend
-from benchmarks.throughput import random_texts
 from deployments.serve_config import DEFAULT_PATH, load_serve_config
 from loading.artifact import resolve_model_dir
 from loading.host import machine_info

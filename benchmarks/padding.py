@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.harness.cli import emit, parser, setup_logging
-from benchmarks.throughput import random_texts, texts_per_s
+from benchmarks.harness.load import random_texts
+from benchmarks.throughput import texts_per_s
 from loading.artifact import resolve_model_dir
 from loading.host import machine_info, set_worker_env
 from loading.predict import MAX_PADDING, Predictor

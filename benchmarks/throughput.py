@@ -13,7 +13,6 @@ one user count, short runs (< 1 minute).
 from __future__ import annotations
 
 import logging
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 
 from benchmarks.harness import ROOT
 from benchmarks.harness.cli import emit, parser, setup_logging
-from benchmarks.harness.load import wait_serving
+from benchmarks.harness.load import random_texts, wait_serving
 from benchmarks.harness.locust import run_locust
 from benchmarks.harness.session import ServeSession, app_entry
 from deployments.run import INGRESSES
@@ -33,18 +32,9 @@ from loading.host import machine_info
 from loading.memory import trim_heap
 from loading.predict import Predictor
 
-__all__ = ["hf_pipeline_rate", "main", "plain_rate", "random_texts", "texts_per_s"]
+__all__ = ["hf_pipeline_rate", "main", "plain_rate", "texts_per_s"]
 
 logger = logging.getLogger(__name__)
-
-
-def random_texts(count: int, seed: int) -> list[str]:
-    """`count` Dreaddit test texts in a seeded random order (the order a load test sends them in)."""
-    from training.data import dreaddit_paths, read_frame
-
-    texts = [t for t in read_frame(dreaddit_paths()[1])["text"].tolist() if isinstance(t, str) and t.strip()]
-    rng = random.Random(seed)
-    return [rng.choice(texts) for _ in range(count)]
 
 
 def texts_per_s(predictor: Predictor, texts: list[str], batch: int, trim: bool = False) -> float:

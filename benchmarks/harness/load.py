@@ -1,7 +1,8 @@
-"""Requests for measurements: one text, waiting for a condition, closed-loop users on threads."""
+"""Requests for measurements: texts to send, one request, waiting for a condition, closed-loop users."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -9,9 +10,18 @@ from typing import Any
 
 import httpx
 
-__all__ = ["SHORT_TEXT", "ClosedLoopUsers", "post_text", "wait_serving", "wait_until"]
+__all__ = ["SHORT_TEXT", "ClosedLoopUsers", "post_text", "random_texts", "wait_serving", "wait_until"]
 
 SHORT_TEXT = "I cannot sleep before my exam and everything feels like too much."
+
+
+def random_texts(count: int, seed: int) -> list[str]:
+    """`count` Dreaddit test texts in a seeded random order (the order a load test sends them in)."""
+    from training.data import dreaddit_paths, read_frame
+
+    texts = [t for t in read_frame(dreaddit_paths()[1])["text"].tolist() if isinstance(t, str) and t.strip()]
+    rng = random.Random(seed)
+    return [rng.choice(texts) for _ in range(count)]
 
 
 def post_text(client: httpx.Client, url: str, variant: str, text: str = SHORT_TEXT) -> httpx.Response | None:

@@ -81,7 +81,8 @@ def test_throughput_quick_compares_served_plain_and_pipeline():
 
 
 def test_padding_bench_times_every_setting(tiny_artifact):
-    from benchmarks.throughput import random_texts, texts_per_s
+    from benchmarks.harness.load import random_texts
+    from benchmarks.throughput import texts_per_s
     from loading.artifact import load_tokenizer
     from loading.checkpoint import load_model
     from loading.predict import Predictor
