@@ -41,10 +41,11 @@ def check_config(path: str | Path = DEFAULT_PATH) -> dict[str, str]:
         config = load_serve_config(path)
     except ServeConfigError as exc:
         return {"<config>": str(exc)}
-    if not config.served_apps():
+    served = config.served_apps()
+    if not served:
         return {"<config>": f"{path} has no classifier applications"}
     problems = {}
-    for app in config.served_apps():
+    for app in served:
         try:
             args = config.validated_args(app)
         except ServeConfigError as exc:

@@ -12,7 +12,7 @@ import copy
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from deployments.serve_config import ServeConfig, ServeConfigError
@@ -91,10 +91,14 @@ class ServeSession:
         from ray.serve._private.api import serve_start
 
         started = time.perf_counter()
-        self._ray = local_ray()
-        self._ray.__enter__()
+        self._stack = ExitStack()
+        self._stack.enter_context(local_ray())
         http = {**config.raw.get("http_options", {}), "host": "127.0.0.1", "port": port}
-        self.client = serve_start(http_options=http, proxy_location=config.raw.get("proxy_location"))
+        try:
+            self.client = serve_start(http_options=http, proxy_location=config.raw.get("proxy_location"))
+        except BaseException:
+            self._stack.close()  # no Ray left behind when Serve cannot start
+            raise
         self.start_s = time.perf_counter() - started
 
     def deploy(self, apps: list[dict[str, Any]]) -> float:
@@ -110,10 +114,8 @@ class ServeSession:
     def close(self) -> None:
         from ray import serve
 
-        try:
+        with self._stack:
             serve.shutdown()
-        finally:
-            self._ray.__exit__(None, None, None)
 
     def __enter__(self) -> ServeSession:
         return self

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from benchmarks.load_speed import METHODS, BenchConfig, main
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import run_record
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +15,7 @@ def quick_result() -> dict:
     A subprocess, not `main()` in-process: the benchmark starts and shuts down a Ray instance and
     kills the model store, which must not touch the test session's `ray_session`.
     """
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.load_speed", "--quick", "--json"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_record("benchmarks.load_speed", "--quick", timeout=240)
 
 
 def test_quick_run_reports_every_method(quick_result):
