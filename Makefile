@@ -21,16 +21,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-artifacts: install  ## fine-tune artifacts/base and build the served variants, unless already there
+SERVED_VARIANTS := quant,pruned-kd-quant-80,pruned-kd-structured-quant-50-2layers
+
+artifacts: install  ## fine-tune artifacts/base, build the served variants and record their accuracy, unless already there
 	$(PY) -m training.finetune --if-missing
-	$(PY) -m loading.build --model artifacts/base --variants quant,pruned-75,pruned-quant-75 --if-missing
+	$(PY) -m training.build --model artifacts/base --variants $(SERVED_VARIANTS) --if-missing
+
+# ACCURACY_GATE=off (make serve / make preflight): let through variants the accuracy gate refuses
+# (no recorded accuracy, or more than accuracy_budget_points below base); preflight warns for each.
+ACCURACY_GATE ?= on
+accuracy_gate_flag = $(if $(filter off,$(ACCURACY_GATE)),--no-accuracy-gate,$(if $(filter on,$(ACCURACY_GATE)),,$(error ACCURACY_GATE must be on or off, got '$(ACCURACY_GATE)')))
 
 serve: artifacts  ## serve every variant in serve_config.yaml on 127.0.0.1:8000 (foreground)
-	$(PY) -m deployments.preflight serve_config.yaml
+	$(PY) -m deployments.preflight serve_config.yaml $(accuracy_gate_flag)
 	$(PY) -m deployments.run serve_config.yaml  # = serve run, HTTP through HAProxy (deployments/run.py)
 
-preflight: install  ## check serve_config.yaml's args and artifacts (hashes, tokenizers) before a deploy
-	$(PY) -m deployments.preflight serve_config.yaml
+preflight: install  ## check serve_config.yaml's args, artifacts (hashes, tokenizers) and accuracy gate before a deploy
+	$(PY) -m deployments.preflight serve_config.yaml $(accuracy_gate_flag)
 
 test: install  ## the default suite (fast; no fine-tuning)
 	$(PY) -m pytest -q
@@ -76,10 +83,11 @@ soak: artifacts  ## 10 minutes of steady load: failures, p50/95/99, replica memo
 	$(PY) -m benchmarks.soak --json --users 4
 
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
-	$(PY) -m evaluation.job --variants base,quant,pruned-75,pruned-quant-75 --workers 2 --out reports/evaluation
+	$(PY) -m evaluation.job --variants base,$(SERVED_VARIANTS) --workers 2 --out reports/evaluation
 
-sweep: artifacts  ## the study's pruning sweep: 20 amounts 10-99%, then 60-95% on all rows (docs/EVALUATION.md)
-	$(PY) -m evaluation.sweep --out reports/sweep
+sweep: artifacts  ## pruning sweep: one-shot 10-99% and 60-95%, then L1/structured with recovery (+int8) at 50-90% (docs/EVALUATION.md)
+	$(PY) -m evaluation.sweep --out reports/sweep --phases coarse,fine,recovery
+	$(PY) -m benchmarks.pareto --sweep reports/sweep/sweep.json --measure  # accuracy vs USD per million requests
 
 clean:
 	rm -rf $(VENV) artifacts reports .pytest_cache

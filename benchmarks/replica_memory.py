@@ -56,7 +56,8 @@ def _group(proc: psutil.Process, replica_pid: int) -> str | None:
     cmd = " ".join(proc.cmdline())
     if "locust" in cmd:
         return None
-    if cmd.startswith(("ray::ProxyActor", "ray::HAProxyManager")) or Path(cmd.split()[0]).name == "haproxy":
+    program = Path(cmd.split()[0]).name if cmd else ""  # empty for a process that is exiting
+    if cmd.startswith(("ray::ProxyActor", "ray::HAProxyManager")) or program == "haproxy":
         return "proxy"  # the HTTP ingress: Serve's Python proxy, or HAProxy and its manager actor
     if cmd.startswith("ray::ServeReplica"):
         return "old_replicas"  # the previous variant's, shutting down

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from deployments.boundary import InputError
+from loading.accuracy import ACCURACY_BUDGET_POINTS
 from loading.store import Int8Kernel, SparseKernel
 
 __all__ = [
@@ -30,7 +31,7 @@ VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # route and store key: no sla
 
 
 class ServingLimits(BaseModel):
-    """What one request may cost and how a replica runs the model: args common to every app."""
+    """Args common to every app: what a request may cost, how replicas run the model, the accuracy budget."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +42,9 @@ class ServingLimits(BaseModel):
     body_timeout_s: float = Field(10.0, gt=0)  # a body still arriving after this frees its slot (408)
     int8_kernel: Int8Kernel = Int8Kernel.AUTO  # shared int8 weights, or fbgemm where the CPU lacks VNNI/AMX
     sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
+    # The accuracy gate (`python -m deployments.preflight`, `make serve`) refuses a variant more than
+    # this many accuracy points below its base, or with none recorded; replicas only validate it.
+    accuracy_budget_points: float = Field(ACCURACY_BUDGET_POINTS, ge=0, allow_inf_nan=False)
 
 
 class ClassifyRequest(BaseModel):

@@ -1,4 +1,5 @@
-"""The evaluation report's plots: ROC curves, confusion matrices, size vs accuracy, accuracy vs pruning.
+"""The evaluation report's plots: ROC curves, confusion matrices, size vs accuracy, accuracy vs pruning
+(one-shot, and with recovery).
 
 They use matplotlib's `Figure` directly (the Agg canvas, no pyplot state), so they render in Ray
 workers and headless CI alike.
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 
 from evaluation.tables import base_metrics, metrics_table
 
-__all__ = ["plot_confusions", "plot_roc", "plot_size_vs_accuracy", "plot_sweep"]
+__all__ = ["plot_confusions", "plot_recovery", "plot_roc", "plot_size_vs_accuracy", "plot_sweep"]
 
 _FEW = 10  # variants a plot can tell apart by colour and name each in its legend
 
@@ -206,6 +207,45 @@ def plot_sweep(sweep: dict[str, Any], table: pd.DataFrame, path: Path) -> None:
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_recovery(results: dict[str, Any], rows: pd.DataFrame, path: Path) -> None:
+    """Accuracy against the pruned share for one-shot L1 and each recovery method (rows of
+    `recovery_rows`), int8 dashed, with bootstrap 95% intervals; base and quant from `results`."""
+    fig = Figure(figsize=(9, 5.5), dpi=110)
+    ax = fig.subplots()
+    methods = list(dict.fromkeys(rows.sort_values(["phase", "method"], kind="stable")["method"]))
+    colours = dict(zip(methods, _colours(len(methods)), strict=True))
+    for (method, quant), group in rows.groupby(["method", "quant"], sort=False):
+        group = group.sort_values("amount_pct")
+        accuracy = 100 * group["accuracy"]
+        ax.errorbar(
+            group["amount_pct"] + (0.4 if quant else -0.4),  # int8 beside its float twin, not on it
+            accuracy,
+            yerr=[accuracy - 100 * group["accuracy_ci95_low"], 100 * group["accuracy_ci95_high"] - accuracy],
+            color=colours[method],
+            linestyle="--" if quant else "-",
+            marker="s" if quant else "o",
+            markersize=5,
+            capsize=3,
+            label=_series_name(method, quant) + (" (one-shot, fine phase)" if method == "l1" else ""),
+        )
+    for ref, style in (("base", "-"), ("quant", ":")):
+        if ref in results["variants"]:
+            acc = 100 * results["variants"][ref]["accuracy"]
+            ax.axhline(acc, color="black", linestyle=style, linewidth=1, label=f"{ref} ({acc:.1f}%)")
+    base = base_metrics(results)
+    majority = 100 * max(np.sum(row) for row in base["confusion_counts"]) / base["rows"]
+    ax.axhline(majority, color="grey", linestyle="-.", linewidth=1, label=f"majority class ({majority:.1f}%)")
+    ax.set_title(f"Pruning with and without recovery, {base['rows']:,} rows", fontsize="medium")
+    ax.set_xlim(rows["amount_pct"].min() - 5, rows["amount_pct"].max() + 5)
+    ax.set_xlabel("Pruned (%): L1 = encoder Linear weights; structured = heads and FFN neurons per layer")
+    ax.set_ylabel("Accuracy (%), bar: bootstrap 95% interval")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path)
 

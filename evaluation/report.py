@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from evaluation.plots import plot_confusions, plot_roc, plot_size_vs_accuracy, plot_sweep
+from evaluation.plots import plot_confusions, plot_recovery, plot_roc, plot_size_vs_accuracy, plot_sweep
 from evaluation.tables import (
     MB,
     agreement_table,
@@ -21,6 +21,8 @@ from evaluation.tables import (
     markdown_lines,
     metrics_table,
     per_label_table,
+    recovery_accuracy_table,
+    recovery_rows,
     sweep_table,
     write_csv,
 )
@@ -102,13 +104,16 @@ def render_report(results: dict[str, Any], table: pd.DataFrame, agreement: pd.Da
 
 
 def write_sweep_report(sweep: dict[str, Any], out: str | Path) -> Path:
-    """sweep.md, sweep.csv and the plots (accuracy vs pruning, size vs accuracy) into `out`."""
+    """sweep.md, sweep.csv and the plots (accuracy vs pruning, size vs accuracy) into `out`; with a
+    recovery phase also recovery.csv and accuracy_vs_pruning_recovery.png."""
     out = Path(out)
     table = sweep_table(sweep)
     write_csv(table, out / "sweep.csv")
     plot_sweep(sweep, table, out / "accuracy_vs_pruning.png")
-    last = list(sweep["phases"])[-1]
-    plot_size_vs_accuracy(sweep["phases"][last], out / "size_vs_accuracy.png", table[table["phase"] == last])
+    # Sizes from the phases on the full set (one point per variant); the coarse one only if alone.
+    full = [p for p in sweep["phases"] if p != "coarse"] or list(sweep["phases"])
+    on_full = table[table["phase"].isin(full)]
+    plot_size_vs_accuracy(sweep["phases"][full[-1]], out / "size_vs_accuracy.png", on_full)
     refs = []
     for phase, results in sweep["phases"].items():
         for ref in ("base", "quant"):
@@ -135,9 +140,7 @@ def write_sweep_report(sweep: dict[str, Any], out: str | Path) -> Path:
         "agreement_with_base",
         "mcnemar_p",
     ]
-    sizes = table[table["phase"] == last][
-        ["variant", "amount_pct", "size_mb", "size_vs_base", "size_vs_quant"]
-    ]
+    sizes = on_full[["variant", "amount_pct", "size_mb", "size_vs_base", "size_vs_quant"]]
     lines = [
         "# Pruning sweep",
         "",
@@ -161,9 +164,40 @@ def write_sweep_report(sweep: dict[str, Any], out: str | Path) -> Path:
         "",
         "![Size vs accuracy](size_vs_accuracy.png)",
         "",
+        *(_recovery_section(sweep, table, out) if "recovery" in sweep["phases"] else []),
         "Each phase's full per-variant report (ROC, confusion matrices, agreement) is in",
         "`<phase>/report.md`.",
     ]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     logger.info("wrote sweep.md, sweep.csv and plots to %s", out)
     return out / "sweep.md"
+
+
+def _recovery_section(sweep: dict[str, Any], table: pd.DataFrame, out: Path) -> list[str]:
+    """sweep.md's recovery section; writes recovery.csv and accuracy_vs_pruning_recovery.png."""
+    rows = recovery_rows(table)
+    write_csv(rows, out / "recovery.csv")
+    plot_recovery(sweep["phases"]["recovery"], rows, out / "accuracy_vs_pruning_recovery.png")
+    details = rows[rows["phase"] == "recovery"].copy()
+    details["accuracy_ci95"] = [
+        f"[{lo:.4f}, {hi:.4f}]" for lo, hi in details[["accuracy_ci95_low", "accuracy_ci95_high"]].values
+    ]
+    columns = ["variant", "series", "amount_pct", "accuracy", "accuracy_ci95", "f1_macro"]
+    columns += ["agreement_with_base", "mcnemar_p", "size_vs_base", "train_s"]
+    recovery = sweep.get("recovery") or {}
+    knobs = ("epochs", "batch_size", "lr", "kd_weight", "temperature")
+    settings = ", ".join(f"{k} {recovery[k]}" for k in knobs if k in recovery) or "not recorded"
+    return [
+        "## Pruning with recovery",
+        "",
+        "Accuracy (%) per pruned share: one-shot L1 (the fine phase; – where it has no such amount) and",
+        "the methods that prune while distilling from base (training/recover.py), each without and with",
+        f"int8. Structured: the share of heads and FFN neurons per layer. Recovery: {settings}.",
+        "",
+        *markdown_lines(recovery_accuracy_table(rows), 2),
+        "",
+        *markdown_lines(details[columns]),
+        "",
+        "![Accuracy vs pruning, with and without recovery](accuracy_vs_pruning_recovery.png)",
+        "",
+    ]

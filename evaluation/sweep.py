@@ -1,13 +1,16 @@
-"""The study's pruning protocol in one command: `python -m evaluation.sweep`.
+"""The study's pruning protocol, and pruning with recovery, in one command: `python -m evaluation.sweep`.
 
 Phase "coarse": accuracy over pruning amounts 10%-99% in 20 linear steps (rounded to whole percents,
 as variant names are) on a balanced sample of 2,000 rows (the whole set if smaller), for L1 pruning
 with and without int8 after it, and optionally random and structured pruning. Phase "fine": the full
-set at 60%-95% in steps of 5. Both phases run the distributed evaluation job (`evaluation.job`)
-with base and quant as references, so every point also gets agreement with base and McNemar's test.
+set at 60%-95% in steps of 5. Phase "recovery": the full set at 50/70/80/90% for the methods that
+prune while distilling from the base (`training.recover`: gradual L1, `pruned-kd-<N>`, and whole heads
+and FFN neurons, `pruned-kd-structured-<N>`), each with and without int8. Every phase runs the
+distributed evaluation job (`evaluation.job`) with base and quant as references, so every point also
+gets agreement with base and McNemar's test.
 
-Variants are built with the project's builder (`loading.build.build_variants`) into a cache folder
-and reused on the next run when built from the same base weights; predictions resume like any job's.
+Variants are built into a cache folder (`evaluation.sweep_plan`) and reused on the next run when built
+from the same base weights; predictions resume like any job's.
 """
 
 from __future__ import annotations
@@ -16,38 +19,33 @@ import argparse
 import json
 import logging
 import shlex
-import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from compression import parse_variant
 from evaluation.data import DataError, DataSpec
 from evaluation.job import JobConfig, add_data_arguments, data_spec, run_job
 from evaluation.report import write_sweep_report
+from evaluation.sweep_plan import (
+    METHODS,
+    RECOVERY_METHODS,
+    coarse_amounts,
+    prepare_cache,
+    recovery_variants,
+    sweep_variants,
+)
 from evaluation.worker_pool import WorkerLostError
-from loading.artifact import ArtifactError, read_variant_info, resolve_model_dir, verify_artifact
-from loading.build import build_variants
+from loading.artifact import ArtifactError
 from loading.host import machine_info
+from training.recover import RecoveryConfig
 
-__all__ = ["METHODS", "SweepConfig", "coarse_amounts", "main", "run_sweep", "sweep_variants"]
+__all__ = ["PHASES", "SweepConfig", "main", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = {"l1": "", "random": "random-", "structured": "structured-"}  # method -> variant-name infix
-
-
-def coarse_amounts(low: int = 10, high: int = 99, steps: int = 20) -> list[int]:
-    """`steps` linearly spaced percents from `low` to `high`, rounded to whole percents (names need them)."""
-    if not 0 <= low < high <= 99 or steps < 2:
-        raise ValueError(
-            f"amounts must satisfy 0 <= low < high <= 99 and steps >= 2, got {low}, {high}, {steps}"
-        )
-    return sorted({int(round(a)) for a in np.linspace(low, high, steps)})
+PHASES = ("coarse", "fine", "recovery")
 
 
 @dataclass(frozen=True)
@@ -56,75 +54,66 @@ class SweepConfig:
 
     model: str = "artifacts/base"  # the base artifact every variant is derived from
     cache: str = "artifacts/sweep"  # built variants, one folder each, reused across runs
-    out: str = "reports/sweep"  # <out>/coarse, <out>/fine (job outputs) and sweep.md
+    out: str = "reports/sweep"  # <out>/<phase> (job outputs), sweep.md and sweep.json
     methods: tuple[str, ...] = ("l1",)  # of METHODS; each with and without int8 after pruning
     coarse_amounts: tuple[int, ...] = tuple(coarse_amounts())  # percents, phase "coarse"
     coarse_sample: int = 2000  # balanced rows for the coarse phase (all rows if the set is smaller)
     fine_amounts: tuple[int, ...] = tuple(range(60, 96, 5))  # percents, phase "fine", on the full set
-    phases: tuple[str, ...] = ("coarse", "fine")
+    # Of RECOVERY_METHODS, each with and without int8; phase "recovery", on the full set.
+    recovery_methods: tuple[str, ...] = tuple(RECOVERY_METHODS)
+    # Where one-shot L1 is safe (50), collapses (70) and the issue's targets (80, 90).
+    recovery_amounts: tuple[int, ...] = (50, 70, 80, 90)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)  # how the students train
+    phases: tuple[str, ...] = PHASES
     job: JobConfig = field(default_factory=JobConfig)  # workers, batching, kernels (variants ignored)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"methods must be some of {list(METHODS)}, got {list(self.methods)}")
-        bad = [p for p in self.phases if p not in ("coarse", "fine")]
+        unknown = [m for m in self.recovery_methods if m not in RECOVERY_METHODS]
+        if unknown or not self.recovery_methods:
+            raise ValueError(
+                f"recovery methods must be some of {list(RECOVERY_METHODS)}, "
+                f"got {list(self.recovery_methods)}"
+            )
+        bad = [p for p in self.phases if p not in PHASES]
         if bad or not self.phases:
-            raise ValueError(f"phases must be some of ['coarse', 'fine'], got {list(self.phases)}")
-        if any(not 0 < a <= 99 for a in (*self.coarse_amounts, *self.fine_amounts)):
-            raise ValueError("amounts must be whole percents in 1-99")
+            raise ValueError(f"phases must be some of {list(PHASES)}, got {list(self.phases)}")
+        amounts = (*self.coarse_amounts, *self.fine_amounts, *self.recovery_amounts)
+        if any(not 0 < a <= 99 for a in amounts):
+            raise ValueError(f"amounts must be whole percents in 1-99, got {sorted(set(amounts))}")
         if self.coarse_sample < 1:
             raise ValueError(f"coarse_sample must be >= 1, got {self.coarse_sample}")
 
+    def plan(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Phase -> variant name -> (method, quant, amount), for the chosen phases in order."""
+        plans = {
+            "coarse": lambda: sweep_variants(self.methods, self.coarse_amounts),
+            "fine": lambda: sweep_variants(self.methods, self.fine_amounts),
+            "recovery": lambda: recovery_variants(self.recovery_methods, self.recovery_amounts),
+        }
+        return {phase: plans[phase]() for phase in dict.fromkeys(self.phases)}
 
-def sweep_variants(methods: tuple[str, ...], amounts: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """Variant name -> (method, quant, amount) for every method, with and without int8, at each amount."""
-    points = {}
-    for method in methods:
-        for quant in (False, True):
-            for amount in amounts:
-                name = f"pruned-{METHODS[method]}{'quant-' if quant else ''}{amount}"
-                parse_variant(name)  # the builder's grammar: fails here, before any work
-                points[name] = {"method": method, "quant": quant, "amount_pct": amount}
-    return points
-
-
-def _prepare_cache(cfg: SweepConfig, names: list[str]) -> Path:
-    """Build the missing variants into the cache (rebuilding ones made from other base weights)."""
-    cache = Path(cfg.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    model_dir = resolve_model_dir(cfg.model)
-    base_hash = verify_artifact(model_dir).content_hash
-    link = cache / "base"
-    if link.is_symlink() and link.resolve() != model_dir:
-        link.unlink()
-    if not link.exists():
-        link.symlink_to(model_dir, target_is_directory=True)  # the job reads base from the cache root too
-    for name in names:
-        folder = cache / name
-        if folder.exists():
-            try:
-                parent = read_variant_info(folder).parameters.get("parent_hash")
-            except ArtifactError:
-                parent = None
-            if parent != base_hash:
-                logger.warning("%s was built from other weights (or is damaged); rebuilding it", folder)
-                shutil.rmtree(folder)
-    build_variants(model_dir, names, cache, if_missing=True)
-    return cache
+    def protocol(self) -> str:
+        """One line saying what each chosen phase evaluates."""
+        parts = {
+            "coarse": f"coarse: {list(self.coarse_amounts)}% on a balanced sample of "
+            f"{self.coarse_sample} rows, methods {list(self.methods)}",
+            "fine": f"fine: {list(self.fine_amounts)}% on all rows, methods {list(self.methods)}",
+            "recovery": f"recovery: {list(self.recovery_amounts)}% on all rows, methods "
+            f"{list(self.recovery_methods)} ({self.recovery.epochs} epochs of distillation from base)",
+        }
+        return "; ".join(parts[p] for p in dict.fromkeys(self.phases)) + "; each method also + int8"
 
 
 def run_sweep(spec: DataSpec, cfg: SweepConfig, command: str = "") -> dict[str, Any]:
     """Build and evaluate every phase's variants; writes `<out>/sweep.md` and returns the results."""
     start = time.perf_counter()
-    plan = {
-        "coarse": sweep_variants(cfg.methods, cfg.coarse_amounts),
-        "fine": sweep_variants(cfg.methods, cfg.fine_amounts),
-    }
-    plan = {phase: plan[phase] for phase in cfg.phases}
+    plan = cfg.plan()
     names = list(dict.fromkeys(["quant", *(n for points in plan.values() for n in points)]))
     logger.info("sweep: %d variants to build or reuse in %s", len(names), cfg.cache)
-    cache = _prepare_cache(cfg, names)
+    cache = prepare_cache(cfg.model, cfg.cache, names, cfg.recovery)
     phases = {}
     for phase, points in plan.items():
         phase_spec = spec
@@ -147,10 +136,8 @@ def run_sweep(spec: DataSpec, cfg: SweepConfig, command: str = "") -> dict[str, 
         phases[phase] = run_job(phase_spec, job)
     sweep = {
         "data": spec.describe(),
-        "protocol": (
-            f"coarse: {list(cfg.coarse_amounts)}% on a balanced sample of {cfg.coarse_sample} rows; "
-            f"fine: {list(cfg.fine_amounts)}% on all rows; methods {list(cfg.methods)}, each also + int8"
-        ),
+        "protocol": cfg.protocol(),
+        "recovery": asdict(cfg.recovery) if "recovery" in plan else None,
         "command": command,
         "phases": phases,
         "points": {name: point for points in plan.values() for name, point in points.items()},
@@ -183,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coarse-sample", type=int, default=2000, help="balanced rows for the coarse phase")
     parser.add_argument("--coarse-amounts", type=_amounts, default=tuple(coarse_amounts()))
     parser.add_argument("--fine-amounts", type=_amounts, default=tuple(range(60, 96, 5)))
-    parser.add_argument("--phases", default="coarse,fine")
+    parser.add_argument(
+        "--recovery-methods",
+        default=",".join(RECOVERY_METHODS),
+        help=f"comma-separated of {list(RECOVERY_METHODS)}, each also + int8 (phase recovery)",
+    )
+    parser.add_argument("--recovery-amounts", type=_amounts, default=SweepConfig.recovery_amounts)
+    parser.add_argument(
+        "--recovery-epochs", type=int, default=RecoveryConfig.epochs, help="distillation epochs per variant"
+    )
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated of {list(PHASES)}")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -201,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             coarse_amounts=args.coarse_amounts,
             coarse_sample=args.coarse_sample,
             fine_amounts=args.fine_amounts,
+            recovery_methods=tuple(m.strip() for m in args.recovery_methods.split(",") if m.strip()),
+            recovery_amounts=args.recovery_amounts,
+            recovery=RecoveryConfig(epochs=args.recovery_epochs),
             phases=tuple(p.strip() for p in args.phases.split(",") if p.strip()),
             job=JobConfig(
                 workers=args.workers,

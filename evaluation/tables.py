@@ -20,6 +20,8 @@ __all__ = [
     "markdown_lines",
     "metrics_table",
     "per_label_table",
+    "recovery_accuracy_table",
+    "recovery_rows",
     "sweep_table",
     "write_csv",
 ]
@@ -137,9 +139,37 @@ def sweep_table(sweep: dict[str, Any]) -> pd.DataFrame:
                     "size_vs_quant": m.get("size_vs_quant"),
                     "dense_sparsity": m["parameters"].get("dense_sparsity"),
                     "total_sparsity": m["parameters"].get("total_sparsity"),
+                    "train_s": m["parameters"].get("train_seconds"),  # recovery variants only
                 }
             )
     return pd.DataFrame(rows).sort_values(["phase", "method", "quant", "amount_pct"], kind="stable")
+
+
+def _series(method: str, quant: bool) -> str:
+    return f"{method}{' + int8' if quant else ''}"
+
+
+def recovery_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The recovery phase's rows of `sweep_table`, with one-shot L1 from the fine phase at the same
+    amounts beside them (the study's method, on the same full set), each named by a `series` column."""
+    recovered = table[table["phase"] == "recovery"]
+    one_shot = table[
+        (table["phase"] == "fine")
+        & (table["method"] == "l1")
+        & table["amount_pct"].isin(set(recovered["amount_pct"]))
+    ]
+    rows = pd.concat([one_shot, recovered], ignore_index=True)
+    rows.insert(2, "series", [_series(m, q) for m, q in zip(rows["method"], rows["quant"], strict=True)])
+    return rows
+
+
+def recovery_accuracy_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (%) per amount (rows) and series (columns: one-shot L1, then each recovery method;
+    each without, then with int8), from `recovery_rows`."""
+    order = list(dict.fromkeys(rows.sort_values(["phase", "method", "quant"], kind="stable")["series"]))
+    wide = rows.pivot_table(index="amount_pct", columns="series", values="accuracy", aggfunc="first")
+    wide = 100 * wide.reindex(columns=[s for s in order if s in wide.columns])
+    return wide.reset_index().rename(columns={"amount_pct": "pruned_pct"})
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "read_variant_info",
     "resolve_model_dir",
     "save_artifact",
+    "update_variant_info",
     "verify_artifact",
 ]
 
@@ -67,6 +68,9 @@ class VariantInfo:
     num_parameters: int = 0  # parameters + buffers elements, as counted from the weights file
     created: str = ""  # ISO 8601 UTC timestamp
     content_hash: str = ""  # "sha256:<hex>" of the weights file
+    # Accuracy on held-out rows and agreement with the parent (`loading.accuracy.AccuracyRecord`);
+    # None until measured. The accuracy gate (preflight, `make serve`) refuses variants without it.
+    accuracy: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.strip() != self.name:
@@ -176,6 +180,23 @@ def read_variant_info(model_dir: str | os.PathLike) -> VariantInfo:
         return VariantInfo.from_dict(json.loads(meta.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
         raise ArtifactError(f"{meta} is not valid variant metadata: {exc}") from exc
+
+
+def update_variant_info(model_dir: str | os.PathLike, **changes: Any) -> VariantInfo:
+    """Rewrite `variant.json` with `changes` applied, atomically; the weights are not touched.
+
+    The content hash covers the weights file only, so recording e.g. a measured accuracy after the
+    build keeps the artifact valid.
+    """
+    model_dir = Path(model_dir)
+    info = VariantInfo.from_dict({**asdict(read_variant_info(model_dir)), **changes})
+    for _ in range(2):  # the second pass records the size the first one wrote
+        fd, tmp = tempfile.mkstemp(prefix=f".{VARIANT_FILE}.", dir=model_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(info.to_json())
+        os.replace(tmp, model_dir / VARIANT_FILE)
+        info = VariantInfo.from_dict({**asdict(info), "size_bytes": folder_bytes(model_dir)})
+    return info
 
 
 def verify_artifact(model_dir: str | os.PathLike) -> VariantInfo:

@@ -46,6 +46,10 @@ class BertConfig:
     id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
     problem_type: str | None = None  # softmax over labels only: no regression, no multi-label
     position_embedding_type: str = "absolute"  # learned absolute positions only (no relative keys)
+    # Structured pruning leaves layers of different widths: the heads and feed-forward width each
+    # layer kept (None: every layer has num_attention_heads and intermediate_size).
+    layer_heads: tuple[int, ...] | None = None
+    layer_intermediate_sizes: tuple[int, ...] | None = None
     # The whole config.json it came from, written back by `to_dict` so saving loses nothing.
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -67,6 +71,28 @@ class BertConfig:
             )
         if sorted(self.id2label) != list(range(len(self.id2label))) or not self.id2label:
             raise ValueError(f"id2label must number its labels 0..n-1, got keys {sorted(self.id2label)}")
+        for name, most in (("layer_heads", self.num_attention_heads), ("layer_intermediate_sizes", None)):
+            widths = getattr(self, name)
+            if widths is None:
+                continue
+            widths = tuple(int(w) for w in widths)  # JSON gives a list
+            object.__setattr__(self, name, widths)
+            if len(widths) != self.num_hidden_layers or not all(1 <= w <= (most or w) for w in widths):
+                bound = f"1..{most}" if most else ">= 1"
+                raise ValueError(
+                    f"{name} must give each of the {self.num_hidden_layers} layers a width in {bound}, "
+                    f"got {list(widths)}"
+                )
+
+    def heads(self, layer: int) -> int:
+        """Attention heads of layer `layer`."""
+        return self.layer_heads[layer] if self.layer_heads else self.num_attention_heads
+
+    def intermediate(self, layer: int) -> int:
+        """Feed-forward width of layer `layer`."""
+        return (
+            self.layer_intermediate_sizes[layer] if self.layer_intermediate_sizes else self.intermediate_size
+        )
 
     @property
     def num_labels(self) -> int:
@@ -97,9 +123,11 @@ class BertConfig:
     def to_dict(self) -> dict[str, Any]:
         """The `config.json` content: the source dict with this config's values on top."""
         ours = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("source", "id2label")}
+        widths = ("layer_heads", "layer_intermediate_sizes")  # written only for pruned layers
+        ours = {k: list(v) if k in widths and v is not None else v for k, v in ours.items()}
+        merged = {**self.source, **ours}
         return {
-            **self.source,
-            **ours,
+            **{k: v for k, v in merged.items() if k not in widths or v is not None},
             "model_type": "bert",
             "id2label": {str(i): label for i, label in self.id2label.items()},
             "label2id": self.label2id,
@@ -139,10 +167,10 @@ def _embedding(rows: int, dim: int) -> nn.Embedding:
 class BertSelfAttention(nn.Module):
     """Multi-head scaled dot-product attention over all (unmasked) tokens."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int) -> None:
         super().__init__()
         self.head_size = config.hidden_size // config.num_attention_heads
-        width = config.num_attention_heads * self.head_size  # A
+        width = config.heads(layer) * self.head_size  # A
         self.query = nn.Linear(config.hidden_size, width)
         self.key = nn.Linear(config.hidden_size, width)
         self.value = nn.Linear(config.hidden_size, width)
@@ -163,9 +191,11 @@ class BertSelfAttention(nn.Module):
 class BertSelfOutput(nn.Module):
     """Attention output projection, residual, LayerNorm."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(
+            config.heads(layer) * config.hidden_size // config.num_attention_heads, config.hidden_size
+        )
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # y (B, T, A), x (B, T, H)
@@ -175,10 +205,10 @@ class BertSelfOutput(nn.Module):
 class BertAttention(nn.Module):
     """Self-attention plus its output block (HF's nesting: `attention.self`, `attention.output`)."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int) -> None:
         super().__init__()
-        self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
+        self.self = BertSelfAttention(config, layer)
+        self.output = BertSelfOutput(config, layer)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(x, mask), x)  # (B, T, H)
@@ -187,9 +217,9 @@ class BertAttention(nn.Module):
 class BertIntermediate(nn.Module):
     """The feed-forward block's expansion and GELU."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = nn.Linear(config.hidden_size, config.intermediate(layer))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.dense(x))  # (B, T, I)
@@ -198,9 +228,9 @@ class BertIntermediate(nn.Module):
 class BertOutput(nn.Module):
     """The feed-forward block's projection back to H, residual, LayerNorm."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dense = nn.Linear(config.intermediate(layer), config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # h (B, T, I), x (B, T, H)
@@ -210,11 +240,11 @@ class BertOutput(nn.Module):
 class BertLayer(nn.Module):
     """One transformer layer: attention, then feed-forward, each with residual and post-LayerNorm."""
 
-    def __init__(self, config: BertConfig) -> None:
+    def __init__(self, config: BertConfig, layer: int) -> None:
         super().__init__()
-        self.attention = BertAttention(config)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.attention = BertAttention(config, layer)
+        self.intermediate = BertIntermediate(config, layer)
+        self.output = BertOutput(config, layer)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention(x, mask)  # (B, T, H)
@@ -226,7 +256,7 @@ class BertEncoder(nn.Module):
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(BertLayer(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layer:

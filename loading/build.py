@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 from tqdm import tqdm
 
 from compression import (
@@ -33,7 +34,7 @@ from loading.artifact import (
 )
 from loading.checkpoint import load_model
 
-__all__ = ["build_variants", "main"]
+__all__ = ["build_variants", "main", "save_variant"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,36 +67,64 @@ def build_variants(
                 logger.warning("%s is damaged; rebuilding it", out)
         chain = chains[name]
         compressed = build_variant(model, name)
-        quantized = any(isinstance(c, Int8DynamicQuantConfig) for c in chain)
-        storable = to_int8_linear(compressed) if quantized else compressed
-        report = sparsity_report(storable)
-        info = save_artifact(
-            storable,
+        info = save_variant(
+            compressed,
             tokenizer,
             out,
             name=name,
-            parent=base_info.name,
-            method=COMPRESSED_METHOD,
-            parameters={
-                "chain": [_config_dict(c) for c in chain],
-                "parent_hash": base_info.content_hash,
-                "parent_size_bytes": base_info.size_bytes,
-                "dense_sparsity": report["dense"]["sparsity"],
-                "dense_nonzero": report["dense"]["nonzero"],
-                "total_sparsity": report["total"]["sparsity"],
-                "total_nonzero": report["total"]["nonzero"],
-            },
-            tensors=pack_state_dict(storable),
-        )
-        logger.info(
-            "%s: %.1f MB on disk (%.0f%% of base), dense sparsity %.1f%%",
-            name,
-            info.size_bytes / 1e6,
-            100 * info.size_bytes / base_info.size_bytes,
-            100 * report["dense"]["sparsity"],
+            parent=base_info,
+            parameters={"chain": [_config_dict(c) for c in chain]},
+            quantized=any(isinstance(c, Int8DynamicQuantConfig) for c in chain),
         )
         written.append(info)
     return written
+
+
+def save_variant(
+    model: nn.Module,
+    tokenizer: Any,
+    out: str | Path,
+    *,
+    name: str,
+    parent: VariantInfo,
+    parameters: dict[str, Any],
+    quantized: bool,
+) -> VariantInfo:
+    """Write a compressed model as a variant artifact: int8 layers as int8 values and scales, weights
+    with zeros in the smaller of bitmask or CSR form, and their true sizes and sparsity recorded.
+
+    `model` is float with zeros where it was pruned, at its own (possibly smaller) shapes; if
+    `quantized` its Linear layers are dynamic-int8 (`compression.compress` with `Int8DynamicQuantConfig`).
+    """
+    storable = to_int8_linear(model) if quantized else model
+    report = sparsity_report(storable)
+    info = save_artifact(
+        storable,
+        tokenizer,
+        out,
+        name=name,
+        parent=parent.name,
+        method=COMPRESSED_METHOD,
+        parameters={
+            **parameters,
+            "parent_hash": parent.content_hash,
+            "parent_size_bytes": parent.size_bytes,
+            "dense_sparsity": report["dense"]["sparsity"],
+            "dense_nonzero": report["dense"]["nonzero"],
+            "total_sparsity": report["total"]["sparsity"],
+            "total_nonzero": report["total"]["nonzero"],
+        },
+        tensors=pack_state_dict(storable),
+    )
+    logger.info(
+        "%s: %.1f MB on disk (%.0f%% of %s), dense sparsity %.1f%%",
+        name,
+        info.size_bytes / 1e6,
+        100 * info.size_bytes / parent.size_bytes,
+        parent.name,
+        100 * report["dense"]["sparsity"],
+    )
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:

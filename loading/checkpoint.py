@@ -205,20 +205,20 @@ def _load_compressed(model_dir: Path, config: dict[str, Any]) -> nn.Module:
     """
     from safetensors.torch import load_file
 
-    from compression import Int8Linear, SparseLinear, load_packed_state_dict_, to_int8_linear
+    from compression import Int8Linear, SparseLinear, empty_int8_linears_, load_packed_state_dict_
 
     try:
         tensors = load_file(str(model_dir / WEIGHTS_FILE))
     except Exception as exc:  # safetensors raises several types for damaged files
         raise ArtifactError(f"cannot read the compressed model in {model_dir}: {exc}") from exc
-    has_int8 = any(".weight_int8" in k for k in tensors)  # dense `.weight_int8` or its sparse parts
+    int8_fqns = _int8_layer_names(tensors)
+    has_int8 = bool(int8_fqns)
     if config.get("model_type") == "bert":
         check_tensor_names(model_dir)
-        model = _empty_bert(_bert_config(model_dir, config), int8=has_int8)
+        model = _empty_bert(_bert_config(model_dir, config), int8_fqns)
     else:
         model = _empty_transformers_model(model_dir)
-        if has_int8:
-            model = to_int8_linear(model)
+        empty_int8_linears_(model, int8_fqns)
     try:
         load_packed_state_dict_(model, tensors)
     except (RuntimeError, ValueError) as exc:
@@ -233,8 +233,17 @@ def _load_compressed(model_dir: Path, config: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
-def _empty_bert(config: BertConfig, *, int8: bool) -> nn.Module:
-    """Our classifier with `Int8Linear` layers if `int8`, its tensors allocated but not initialised.
+def _int8_layer_names(tensors: dict[str, torch.Tensor]) -> set[str]:
+    """The Linear layers stored int8: a dense `<m>.weight_int8` or its sparse parts `<m>.weight_int8.__*`.
+
+    Every other Linear of a quantized variant was left float32 (`Int8DynamicQuantConfig.fp32_layers`).
+    """
+    stems = {k.split(".__")[0] for k in tensors}
+    return {s.removesuffix(".weight_int8") for s in stems if s.endswith(".weight_int8")}
+
+
+def _empty_bert(config: BertConfig, int8_fqns: set[str]) -> nn.Module:
+    """Our classifier with `Int8Linear` layers at `int8_fqns`, its tensors allocated but not initialised.
 
     Nothing random and nothing quantized: `load_packed_state_dict_` overwrites every tensor it does
     not replace (it refuses a state dict that leaves one out).
@@ -243,8 +252,7 @@ def _empty_bert(config: BertConfig, *, int8: bool) -> nn.Module:
 
     with torch.device("meta"):
         model = BertForSequenceClassification(config)
-        if int8:
-            empty_int8_linears_(model)
+        empty_int8_linears_(model, int8_fqns)
     return model.to_empty(device="cpu")
 
 

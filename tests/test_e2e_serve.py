@@ -12,10 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deployments.serve_config import load_serve_config
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "http://127.0.0.1:8000"
 URL = f"{HOST}/base"
-VARIANTS = ["base", "quant", "pruned-75", "pruned-quant-75"]
+VARIANTS = list(load_serve_config().classifier_apps())
+OBVIOUS = {
+    "I have three deadlines tomorrow, I cannot sleep and I am panicking about rent.": "stress",
+    "My boss yelled at me again and I feel anxious and overwhelmed all the time.": "stress",
+    "We had a lovely relaxed picnic in the park and laughed all afternoon.": "not_stress",
+    "Thanks everyone for the kind advice, the new puppy is settling in nicely.": "not_stress",
+}
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +92,14 @@ def test_every_variant_answers_and_says_how_it_was_loaded(served, variant):
     assert r.headers["x-weights-loaded-from"].startswith("object-store-zero-copy")
     health = httpx.get(f"{HOST}/{variant}/healthz", timeout=10).json()
     assert health["variant"] == variant and health["arena_bytes"] > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_no_served_variant_is_collapsed_onto_one_class(served, variant):
+    """The study's pruned-75 answered not_stress for everything; obvious texts must get both labels."""
+    r = httpx.post(f"{HOST}/{variant}/classify", json={"texts": list(OBVIOUS)}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == list(OBVIOUS.values())
 
 
 def test_the_warm_pool_serves_every_variant_as_its_own_app_does(served):

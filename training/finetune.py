@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from loading.accuracy import AccuracyRecord, record_accuracy
 from loading.artifact import (
     ArtifactError,
     VariantInfo,
@@ -33,16 +33,30 @@ from loading.artifact import (
     save_artifact,
 )
 from training.data import (
-    DREADDIT_LABEL_NAMES,
     DataError,
-    LabelledTable,
-    dreaddit_paths,
-    load_table,
     parse_label_names,
-    stratified_order,
 )
+from training.loop import (
+    collate,
+    cpu_count,
+    encode,
+    optimizer_for,
+    predict_labels,
+    scores,
+    warmup_then_linear,
+)
+from training.splits import Splits, load_splits
 
-__all__ = ["FinetuneConfig", "Splits", "evaluate", "finetune", "load_encoder", "load_splits", "main"]
+__all__ = [
+    "FinetuneConfig",
+    "Splits",
+    "evaluate",
+    "finetune",
+    "load_encoder",
+    "load_splits",
+    "main",
+    "splits_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +81,9 @@ class FinetuneConfig:
     max_length: int = 128  # tokens per text; longer texts are truncated (most posts fit)
     seed: int = 0  # seeds weights of the new head, dropout, data order and the hold-out split
     test_fraction: float = 0.1  # share held out for testing when there is no test_data
+    # Share of the training rows held out to choose hyperparameters on (compression recovery
+    # too): the test split then only reports and gates, never tunes.
+    validation_fraction: float = 0.1
     max_rows: int | None = None  # cap on rows taken from each table (stratified), for quick runs
     warmup_fraction: float = 0.1  # share of steps with rising lr: the random head must not wreck the encoder
     weight_decay: float = 0.01  # AdamW decay on weight matrices (not biases or LayerNorm)
@@ -85,6 +102,8 @@ class FinetuneConfig:
             raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.max_rows is not None and self.max_rows < 2:
             raise ValueError(f"max_rows must be >= 2, got {self.max_rows}")
         if not 0 <= self.warmup_fraction < 1:
@@ -101,51 +120,31 @@ class FinetuneConfig:
             raise ValueError(f"name must be a non-empty path-free string, got {self.name!r}")
 
 
-@dataclass(frozen=True)
-class Splits:
-    """Training and test rows, and the classes in model output order."""
-
-    train: LabelledTable
-    test: LabelledTable
-    classes: tuple[str, ...]  # id -> label name; from the training data
-
-    def ids(self, table: LabelledTable) -> list[int]:
-        index = {name: i for i, name in enumerate(self.classes)}
-        return [index[label] for label in table.labels]
-
-
-def _cap(table: LabelledTable, max_rows: int | None, seed: int) -> LabelledTable:
-    if max_rows is None or len(table) <= max_rows:
-        return table
-    return table.select(sorted(stratified_order(table.labels, seed)[:max_rows]))
+_SPLIT_FIELDS = (
+    "data",
+    "test_data",
+    "text_column",
+    "label_column",
+    "label_names",
+    "seed",
+    "test_fraction",
+    "validation_fraction",
+    "max_rows",
+)
 
 
-def load_splits(cfg: FinetuneConfig) -> Splits:
-    """Read, cap and split the data; raises DataError when it cannot train a classifier."""
-    label_names = cfg.label_names
-    if cfg.data is None:
-        train_path, test_path = dreaddit_paths()
-        label_names = label_names or DREADDIT_LABEL_NAMES
-    else:
-        train_path, test_path = Path(cfg.data), (Path(cfg.test_data) if cfg.test_data else None)
-    columns = (cfg.text_column, cfg.label_column)
-    train = _cap(load_table(train_path, *columns, label_names), cfg.max_rows, cfg.seed)
-    if test_path is not None:
-        test = _cap(load_table(test_path, *columns, label_names), cfg.max_rows, cfg.seed)
-    else:
-        order = stratified_order(train.labels, cfg.seed)
-        n_test = max(1, round(cfg.test_fraction * len(train)))
-        if n_test >= len(train):
-            raise DataError(f"{train_path}: {len(train)} rows are too few to hold out a test set")
-        test, train = train.select(sorted(order[:n_test])), train.select(sorted(order[n_test:]))
-    if len(train.label_names) < 2:
+def splits_of(info: VariantInfo) -> Splits:
+    """The splits a fine-tuned artifact was trained, validated and tested on, read again from disk.
+
+    Compression recovery trains on the same training rows and gates on the same test rows.
+    """
+    recorded = info.parameters.get("split_config")
+    if not isinstance(recorded, dict):
         raise DataError(
-            f"{train_path}: training data must have at least 2 labels, got {list(train.label_names)}"
+            f"artifact {info.name!r} does not record its data splits (not made by training.finetune, "
+            "or by an older version); pass --data (and --test-data) explicitly"
         )
-    unseen = [name for name in test.label_names if name not in train.label_names]
-    if unseen:
-        raise DataError(f"{test.path}: labels {unseen} are in the test data but not in the training data")
-    return Splits(train=train, test=test, classes=train.label_names)
+    return load_splits(FinetuneConfig(**{k: recorded[k] for k in _SPLIT_FIELDS if k in recorded}))
 
 
 def load_encoder(model_dir: str | Path, classes: tuple[str, ...], max_length: int) -> tuple[nn.Module, Any]:
@@ -177,53 +176,21 @@ def load_encoder(model_dir: str | Path, classes: tuple[str, ...], max_length: in
     return model, tokenizer
 
 
-def _encode(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-
-
-def _collate(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence in this batch, not to max_length."""
-    longest = max(map(len, seqs))
-    input_ids = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(seqs), longest), dtype=torch.long)  # (B, T)
-    for row, seq in enumerate(seqs):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _optimizer(model: nn.Module, cfg: FinetuneConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},  # biases, LayerNorm
-        ],
-        lr=cfg.lr,
-    )
-
-
 def _train(model: nn.Module, tokenizer: Any, splits: Splits, cfg: FinetuneConfig) -> float:
     """Fine-tune in place; returns the mean training loss of the last epoch."""
-    encoded = _encode(tokenizer, splits.train.texts, cfg.max_length)
+    encoded = encode(tokenizer, splits.train.texts, cfg.max_length)
     labels = torch.tensor(splits.ids(splits.train), dtype=torch.long)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = int(cfg.warmup_fraction * total_steps)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    optimizer = _optimizer(model, cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    optimizer = optimizer_for(model, cfg.lr, cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear(total_steps, warmup_steps))
     order_rng = torch.Generator().manual_seed(cfg.seed)  # data order independent of dropout draws
     model.train()
     epoch_loss = 0.0
@@ -233,7 +200,7 @@ def _train(model: nn.Module, tokenizer: Any, splits: Splits, cfg: FinetuneConfig
             losses = []
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
-                batch = _collate([encoded[i] for i in idx], tokenizer.pad_token_id)
+                batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id)
                 loss = model(**batch, labels=labels[idx]).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -254,25 +221,11 @@ def evaluate(
     tokenizer: Any,
     texts: list[str],
     label_ids: list[int],
-    max_length: int = 128,
+    max_length: int | None = None,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Accuracy and macro F1 of `model` on the texts; batches sorted by length to keep padding small."""
-    from sklearn.metrics import accuracy_score, f1_score  # imports scipy: seconds `--if-missing` skips
-
-    encoded = _encode(tokenizer, texts, max_length)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    predicted = [0] * len(encoded)
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc="test", unit="batch"):
-            idx = order[start : start + batch_size]
-            logits = model(**_collate([encoded[i] for i in idx], tokenizer.pad_token_id)).logits  # (B, K)
-            for i, label in zip(idx, logits.argmax(dim=-1).tolist(), strict=True):
-                predicted[i] = label
-    return {
-        "accuracy": float(accuracy_score(label_ids, predicted)),
-        "macro_f1": float(f1_score(label_ids, predicted, average="macro", zero_division=0)),
-    }
+    """Accuracy and macro F1 of `model` on the texts, predicted as served (`training.loop.predict_labels`)."""
+    return scores(label_ids, predict_labels(model, tokenizer, texts, max_length, batch_size))
 
 
 def _run(
@@ -283,9 +236,20 @@ def _run(
     final_loss = _train(model, tokenizer, splits, cfg)
     train_s = time.perf_counter() - started
     test_ids = splits.ids(splits.test)
-    metrics = evaluate(model, tokenizer, splits.test.texts, test_ids, cfg.max_length, cfg.eval_batch_size)
+    # scored as served: texts cut at the model's maximum, not at the training max_length
+    metrics = evaluate(model, tokenizer, splits.test.texts, test_ids, None, cfg.eval_batch_size)
     majority = Counter(splits.ids(splits.train)).most_common(1)[0][0]
     metrics["majority_accuracy"] = sum(i == majority for i in test_ids) / len(test_ids)
+    if len(splits.validation):
+        validation = evaluate(
+            model,
+            tokenizer,
+            splits.validation.texts,
+            splits.ids(splits.validation),
+            cfg.max_length,
+            cfg.eval_batch_size,
+        )
+        metrics["validation_accuracy"] = validation["accuracy"]
     logger.info(
         "test accuracy %.4f, macro F1 %.4f on %d rows (majority class %.4f); training took %.1f s",
         metrics["accuracy"],
@@ -301,7 +265,9 @@ def _run(
         "data": str(splits.train.path),
         "test_data": str(splits.test.path) if cfg.data is None or cfg.test_data else None,
         "labels": list(splits.classes),
+        "split_config": {k: getattr(cfg, k) for k in _SPLIT_FIELDS},
         "train_rows": len(splits.train),
+        "validation_rows": len(splits.validation),
         "test_rows": len(splits.test),
         # per file: a held-out test set shares its file (and its skipped rows) with training
         "skipped_rows": {str(t.path): t.skipped_rows for t in (splits.train, splits.test)},
@@ -309,7 +275,10 @@ def _run(
         "train_seconds": round(train_s, 1),
         "metrics": metrics,
     }
-    return save_artifact(model, tokenizer, cfg.out, name=cfg.name, method="finetune", parameters=parameters)
+    save_artifact(model, tokenizer, cfg.out, name=cfg.name, method="finetune", parameters=parameters)
+    validation = {"rows": len(splits.validation), "accuracy": metrics.get("validation_accuracy")}
+    record = AccuracyRecord.of_base(cfg.name, splits.test_name, len(test_ids), metrics, validation)
+    return record_accuracy(cfg.out, record)
 
 
 def _prepare(cfg: FinetuneConfig) -> tuple[Splits, Path, nn.Module, Any]:
@@ -357,13 +326,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument("--validation-fraction", type=float, default=d.validation_fraction)
     p.add_argument("--max-rows", type=int, help="cap rows per table (stratified), for quick runs")
     p.add_argument("--if-missing", action="store_true", help="do nothing if --out already holds an artifact")
     return p
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         parser.exit(2, f"{parser.prog}: error: --out must be a folder, got the file {cfg.out}\n")
 
-    torch.set_num_threads(_cpu_count())
+    torch.set_num_threads(cpu_count())
     try:
         prepared = _prepare(cfg)
     except ValueError as exc:  # DataError and ArtifactError: bad input, not bad usage, so no usage text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -30,7 +31,7 @@ def _modules(model: nn.Module, kind: type) -> list[str]:
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_quantize_replaces_every_linear_and_stays_close(model, batch, per_channel):
     before = snapshot(model)
-    quant = compress(model, Int8DynamicQuantConfig(per_channel=per_channel))
+    quant = compress(model, Int8DynamicQuantConfig(per_channel=per_channel, fp32_layers=()))
     assert _modules(quant, nn.Linear) == []
     assert len(_modules(quant, nnqd.Linear)) == len(_modules(model, nn.Linear))
     scheme = torch.per_channel_affine if per_channel else torch.per_tensor_affine
@@ -185,3 +186,39 @@ def test_int8_bench_times_every_kernel_against_fp32(monkeypatch, capsys):
     assert isinstance(result["int8_matmul_is_fast"], bool) and result["machine"]["cpu_capability"]
     with pytest.raises(SystemExit):
         bench.main(["--repeats", "0"])
+
+
+def test_fp32_layers_stay_float_linear_and_to_int8_linear_keeps_them(model, batch):
+    kept = ("classifier", "*.layer.1.output.dense")
+    cfg = Int8DynamicQuantConfig(fp32_layers=kept)
+    quant = compress(model, cfg)
+    floats = _modules(quant, nn.Linear)
+    assert floats == ["bert.encoder.layer.1.output.dense", "classifier"]
+    assert all(cfg.keeps_fp32(fqn) for fqn in floats)
+    int8 = to_int8_linear(quant)
+    assert _modules(int8, nn.Linear) == floats  # chosen by quantization, not re-quantized here
+    assert torch.equal(int8.classifier.weight, model.classifier.weight)
+    assert len(_modules(int8, Int8Linear)) == len(_modules(model, nn.Linear)) - 2
+    torch.testing.assert_close(logits(int8, batch), logits(model, batch), atol=LOGIT_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("fp32_layers", [["classifier"], ("",), "classifier", (1,)])
+def test_fp32_layers_must_be_a_tuple_of_patterns(fp32_layers):
+    with pytest.raises(TypeError, match="fp32_layers must be a tuple of non-empty str patterns"):
+        Int8DynamicQuantConfig(fp32_layers=fp32_layers)
+
+
+def test_empty_int8_linears_swaps_only_the_named_layers(model):
+    from compression import empty_int8_linears_
+
+    with torch.device("meta"):
+        skeleton = copy.deepcopy(model).to("meta")
+        empty_int8_linears_(skeleton, {"classifier", "bert.pooler.dense"})
+    assert _modules(skeleton, Int8Linear) == ["bert.pooler.dense", "classifier"]
+    assert len(_modules(skeleton, nn.Linear)) == len(_modules(model, nn.Linear)) - 2
+
+
+def test_fp32_layers_keep_embeddings_float_too(model):
+    quant = compress(model, Int8DynamicQuantConfig(fp32_layers=("*.position_embeddings",)))
+    assert _modules(quant, nn.Embedding) == ["bert.embeddings.position_embeddings"]
+    assert len(_modules(quant, Int8Embedding)) == 2  # word and token-type tables

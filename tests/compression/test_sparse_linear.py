@@ -31,9 +31,10 @@ LAYOUTS = [SparseLayout.BITMASK, SparseLayout.CSR]
 
 
 def _pruned(model: nn.Module, kind: str) -> nn.Module:
-    """The dense reference: L1-pruned at 75%, then int8 as `Int8Linear` for the int8 case."""
+    """The dense reference: L1-pruned at 75%, then every Linear int8 as `Int8Linear` for the int8 case."""
     pruned = compress(model, L1UnstructuredPruneConfig(amount=0.75))
-    return to_int8_linear(compress(pruned, Int8DynamicQuantConfig())) if kind == "int8" else pruned
+    every = Int8DynamicQuantConfig(fp32_layers=())
+    return to_int8_linear(compress(pruned, every)) if kind == "int8" else pruned
 
 
 def _sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:

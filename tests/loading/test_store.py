@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loading.artifact import save_artifact
+from loading.artifact import load_tokenizer, save_artifact
 
 TEXTS = ["the store owns the weights", "replicas only map them"]
 
@@ -242,3 +242,42 @@ def test_auto_int8_kernel_is_shared_only_where_the_int8_matmul_is_fast(tiny_arti
         assert torch.equal(
             auto.model(**auto.tokenizer(TEXTS)).logits, same.model(**same.tokenizer(TEXTS)).logits
         )
+
+
+def test_structured_variant_with_per_layer_widths_attaches_bit_identical(
+    ray_session, tiny_artifact, tokenizer, tmp_path
+):
+    """Heads and FFN neurons cut to different widths per layer, then int8: the store serves it as built."""
+    import dataclasses
+
+    from compression import Int8DynamicQuantConfig, compress
+    from compression.structured import StructuredPruner
+    from loading.artifact import read_variant_info
+    from loading.build import save_variant
+    from loading.checkpoint import load_model
+
+    model = load_model(tiny_artifact)
+    config = model.config
+    pruner = StructuredPruner(model, head_size=config.hidden_size // config.num_attention_heads)
+    pruner.layers[0].head_score[0] = 1.0  # layer 0 keeps head 0; the rest tie and keep the first
+    pruner.prune_to_(0.5)
+    pruner.layers[1].neurons[:] = False
+    pruner.layers[1].neurons[0] = True  # a different width in layer 1
+    heads, widths = pruner.shrink_(model)
+    assert widths[0] != widths[1]
+    model.config = dataclasses.replace(config, layer_heads=heads, layer_intermediate_sizes=widths)
+    out = tmp_path / "slim"
+    save_variant(
+        compress(model, Int8DynamicQuantConfig()),
+        load_tokenizer(tiny_artifact),
+        out,
+        name="slim",
+        parent=read_variant_info(tiny_artifact),
+        parameters={},
+        quantized=True,
+    )
+    result = _remote_probe(ray_session, "slim", str(out), TEXTS)
+    with torch.inference_mode():
+        expected = load_model(out)(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    assert torch.equal(torch.tensor(result["logits"]), expected)
+    assert load_model(out).bert.encoder.layer[1].intermediate.dense.out_features == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression import SparseLinear, build_variant, parse_variant, to_int8_linear
+from compression import Int8DynamicQuantConfig, SparseLinear, build_variant, parse_variant, to_int8_linear
 from loading.artifact import WEIGHTS_FILE, ArtifactError, folder_bytes, load_tokenizer, read_variant_info
 from loading.build import build_variants, main
 from loading.checkpoint import load_model
@@ -42,10 +42,11 @@ def _in_memory(tiny_artifact: Path, name: str) -> torch.nn.Module:
 def test_loaded_variant_equals_the_in_memory_model(variants, tiny_artifact, tokenizer, name):
     loaded = load_model(variants / name)
     assert torch.equal(_logits(loaded, tokenizer), _logits(_in_memory(tiny_artifact, name), tokenizer))
-    sparse = [m for m in loaded.modules() if isinstance(m, SparseLinear)]
+    sparse = {fqn: m for fqn, m in loaded.named_modules() if isinstance(m, SparseLinear)}
     if name.startswith("pruned"):
         assert len(sparse) == 12  # every encoder Linear of the two layers stays packed
-        assert all((m.scale is not None) == ("quant" in name) for m in sparse)
+        int8 = {fqn for fqn in sparse if "quant" in name and not Int8DynamicQuantConfig().keeps_fp32(fqn)}
+        assert all((m.scale is not None) == (fqn in int8) for fqn, m in sparse.items())
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -104,6 +105,9 @@ def test_attach_in_a_ray_task_gives_load_model_logits(ray_session, variants, tok
                     "loaded_from": attached.loaded_from,
                     "arena_bytes": attached.arena_bytes,
                     "sparse": sum(k is SparseLinear for k in kinds),
+                    "sparse_int8": sum(
+                        isinstance(m, SparseLinear) and m.scale is not None for m in attached.model.modules()
+                    ),
                     "int8": sum(k is Int8Linear for k in kinds),
                     "fbgemm": sum(k is nnqd.Linear for k in kinds),
                 }
@@ -130,7 +134,7 @@ def test_attach_in_a_ray_task_gives_load_model_logits(ray_session, variants, tok
             # densified first, so fbgemm packs every int8 layer; shared leaves SparseLinear alone
             assert (fbgemm_dense["sparse"], fbgemm_dense["int8"]) == (0, 0)
             assert fbgemm_shared["sparse"] == shared["sparse"] and fbgemm_shared["int8"] == 0
-            assert fbgemm_dense["fbgemm"] == fbgemm_shared["fbgemm"] + shared["sparse"]
+            assert fbgemm_dense["fbgemm"] == fbgemm_shared["fbgemm"] + shared["sparse_int8"]
             # FBGEMM also quantizes activations: close to the shared kernel's logits, not equal
             torch.testing.assert_close(torch.tensor(fbgemm_dense["logits"]), expected, rtol=0, atol=1e-3)
 
@@ -159,3 +163,52 @@ def test_variant_tokenizer_is_the_base_one(variants, tiny_artifact):
     texts = ["same tokens either way"]
     expected = load_tokenizer(tiny_artifact)(texts)["input_ids"]
     assert load_tokenizer(variants / "pruned-50")(texts)["input_ids"] == expected
+
+
+KEPT = ("classifier", "bert.encoder.layer.1.output.dense")  # the tiny model's head and last FFN out
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["quant", "pruned-quant"])
+def test_fp32_layers_stay_fp32_through_build_save_and_load(tiny_artifact, tokenizer, tmp_path, pruned):
+    from torch import nn
+
+    from compression import (
+        Int8DynamicQuantConfig,
+        Int8Linear,
+        L1UnstructuredPruneConfig,
+        compress_chain,
+        pack_state_dict,
+    )
+    from loading.artifact import COMPRESSED_METHOD, save_artifact
+
+    chain = [L1UnstructuredPruneConfig(amount=0.5)] if pruned else []
+    chain.append(Int8DynamicQuantConfig(fp32_layers=KEPT))
+    storable = to_int8_linear(compress_chain(load_model(tiny_artifact), chain))  # as loading.build stores it
+    out = tmp_path / "variant"
+    save_artifact(
+        storable,
+        load_tokenizer(tiny_artifact),
+        out,
+        name="variant",
+        parent="tiny",
+        method=COMPRESSED_METHOD,
+        tensors=pack_state_dict(storable),
+    )
+    loaded = load_model(out)
+    for fqn in KEPT:
+        layer, built = loaded.get_submodule(fqn), storable.get_submodule(fqn)
+        assert type(built) is nn.Linear, fqn
+        if pruned and fqn.startswith("bert.encoder"):  # a pruned fp32 layer stays packed, in fp32
+            assert isinstance(layer, SparseLinear) and layer.scale is None, fqn
+            assert torch.equal(layer.dense_weight(), built.weight), fqn
+        else:
+            assert type(layer) is nn.Linear and layer.weight.dtype == torch.float32, fqn
+            assert torch.equal(layer.weight, built.weight), fqn
+    int8 = {
+        fqn
+        for fqn, m in loaded.named_modules()
+        if isinstance(m, Int8Linear) or (isinstance(m, SparseLinear) and m.scale is not None)
+    }
+    linears = {fqn for fqn, m in load_model(tiny_artifact).named_modules() if isinstance(m, nn.Linear)}
+    assert int8 == linears - set(KEPT)
+    assert torch.equal(_logits(loaded, tokenizer), _logits(storable, tokenizer))

@@ -13,32 +13,8 @@ from safetensors.torch import load_file
 
 from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, load_tokenizer
 from loading.checkpoint import load_model
-from tests.conftest import tiny_classifier
+from tests.training.conftest import _rows
 from training.finetune import FinetuneConfig, main
-
-CALM = ["a quiet walk in the park", "tea with an old friend", "sunny morning by the lake", "nice long nap"]
-STRESS = ["the deadline is tomorrow", "i cannot sleep at all", "rent is due and no money", "exam panic again"]
-
-
-def _rows(n: int, classes: int = 2) -> list[dict]:
-    pools = [CALM, STRESS, ["the cat sat", "a dog ran", "birds sing"]][:classes]
-    return [{"text": f"{pools[i % classes][i % 3]} {i}", "label": i % classes} for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
-    """A plain HF checkpoint (no variant.json), as a user would pass with --model."""
-    out = tmp_path_factory.mktemp("tiny_encoder")
-    tiny_classifier().save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
-    return out
-
-
-@pytest.fixture(scope="module")
-def train_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.csv"
-    pd.DataFrame(_rows(40)).to_csv(path, index=False)
-    return path
 
 
 def _args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -60,7 +36,7 @@ def test_cli_writes_a_loadable_artifact_with_metrics(trained, tokenizer):
     assert info["method"] == "finetune" and info["name"] == "base" and info["parent"] is None
     params = info["parameters"]
     assert params["labels"] == ["calm", "stress"]
-    assert (params["train_rows"], params["test_rows"]) == (36, 4)
+    assert (params["train_rows"], params["validation_rows"], params["test_rows"]) == (32, 4, 4)
     assert 0.0 <= params["metrics"]["accuracy"] <= 1.0 and "macro_f1" in params["metrics"]
     assert params["epochs"] == 1 and params["lr"] == 5e-5 and params["seed"] == 0
     with torch.inference_mode():
