@@ -186,27 +186,9 @@ def plot_sweep(sweep: dict[str, Any], table: pd.DataFrame, path: Path) -> None:
                 alpha=0.7,
                 label=f"{name}: macro F1",
             )
-        for ref, style in (("base", "-"), ("quant", ":")):
-            if ref in results["variants"]:
-                acc = 100 * results["variants"][ref]["accuracy"]
-                ax.axhline(
-                    acc, color="black", linestyle=style, linewidth=1, label=f"{ref} accuracy ({acc:.1f}%)"
-                )
-        majority = (
-            100
-            * max(np.sum(row) for row in base_metrics(results)["confusion_counts"])
-            / base_metrics(results)["rows"]
-        )
-        ax.axhline(
-            majority, color="grey", linestyle="-.", linewidth=1, label=f"majority class ({majority:.1f}%)"
-        )
         rows = next(iter(results["variants"].values()))["rows"]
-        ax.set_title(f"{phase}: {rows:,} rows")
-        ax.set_xlabel("Encoder Linear weights pruned (%)")
-        ax.set_ylabel("%")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize="x-small")
+        _reference_lines(ax, results, " accuracy")
+        _finish(ax, f"{phase}: {rows:,} rows", "Encoder Linear weights pruned (%)", "%")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -232,20 +214,14 @@ def plot_recovery(results: dict[str, Any], rows: pd.DataFrame, path: Path) -> No
             capsize=3,
             label=_series_name(method, quant) + (" (one-shot, fine phase)" if method == "l1" else ""),
         )
-    for ref, style in (("base", "-"), ("quant", ":")):
-        if ref in results["variants"]:
-            acc = 100 * results["variants"][ref]["accuracy"]
-            ax.axhline(acc, color="black", linestyle=style, linewidth=1, label=f"{ref} ({acc:.1f}%)")
-    base = base_metrics(results)
-    majority = 100 * max(np.sum(row) for row in base["confusion_counts"]) / base["rows"]
-    ax.axhline(majority, color="grey", linestyle="-.", linewidth=1, label=f"majority class ({majority:.1f}%)")
-    ax.set_title(f"Pruning with and without recovery, {base['rows']:,} rows", fontsize="medium")
+    _reference_lines(ax, results)
     ax.set_xlim(rows["amount_pct"].min() - 5, rows["amount_pct"].max() + 5)
-    ax.set_xlabel("Pruned (%): L1 = encoder Linear weights; structured = heads and FFN neurons per layer")
-    ax.set_ylabel("Accuracy (%), bar: bootstrap 95% interval")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize="x-small")
+    _finish(
+        ax,
+        f"Pruning with and without recovery, {base_metrics(results)['rows']:,} rows",
+        "Pruned (%): L1 = encoder Linear weights; structured = heads and FFN neurons per layer",
+        "Accuracy (%), bar: bootstrap 95% interval",
+    )
     fig.tight_layout()
     fig.savefig(path)
 
@@ -260,3 +236,24 @@ def _colours(n: int) -> list[Any]:
 
 def _series_name(method: str, quant: bool) -> str:
     return f"{method}{' + int8' if quant else ''}"
+
+
+def _reference_lines(ax: Any, results: dict[str, Any], what: str = "") -> None:
+    """Horizontal lines at base's and quant's accuracy and at the majority class's share."""
+    for ref, style in (("base", "-"), ("quant", ":")):
+        if ref in results["variants"]:
+            acc = 100 * results["variants"][ref]["accuracy"]
+            ax.axhline(acc, color="black", linestyle=style, linewidth=1, label=f"{ref}{what} ({acc:.1f}%)")
+    base = base_metrics(results)
+    majority = 100 * max(np.sum(row) for row in base["confusion_counts"]) / base["rows"]
+    ax.axhline(majority, color="grey", linestyle="-.", linewidth=1, label=f"majority class ({majority:.1f}%)")
+
+
+def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, labels, a 0-100 y axis, grid and legend: what every accuracy-vs-pruning panel shares."""
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize="x-small")
