@@ -21,7 +21,7 @@ import torch
 
 from compression import Int8Linear, SparseLinear, densify_, int8_matmul_is_fast, parse_variant
 from loading.accuracy import ACCURACY_BUDGET_POINTS, AccuracyRecord, read_accuracy, record_accuracy
-from loading.artifact import ArtifactError, load_tokenizer, verify_artifact
+from loading.artifact import ArtifactError, VariantInfo, load_tokenizer, verify_artifact
 from loading.build import build_variants
 from loading.checkpoint import load_model
 from training.data import DataError
@@ -61,7 +61,8 @@ def score_variants(
     record_accuracy(base_dir, base_record)
     records = {base_info.name: base_record}
     for name, folder in variant_dirs.items():
-        old = read_accuracy(verify_artifact(folder))
+        info = verify_artifact(folder)  # hashes the weights: once per variant
+        old = read_accuracy(info)
         same_rows = old and (old.split, old.rows, old.base_accuracy) == (
             base_record.split,
             base_record.rows,
@@ -84,14 +85,14 @@ def score_variants(
             agreement=s["agreement"],
             int8_kernel=_int8_kernel(model),
             evaluated=now,
-            validation=_final_validation(folder),
+            validation=_final_validation(info),
         )
         record_accuracy(folder, record)
     return records
 
 
-def _final_validation(folder: Path) -> dict | None:
-    history = verify_artifact(folder).parameters.get("validation")
+def _final_validation(info: VariantInfo) -> dict | None:
+    history = info.parameters.get("validation")
     return history[-1] if isinstance(history, list) and history else None
 
 
@@ -103,7 +104,7 @@ def build(
     for name, spec in specs.items():
         if spec is None:
             parse_variant(name)
-    verify_artifact(base_dir)
+    base_hash = verify_artifact(base_dir).content_hash
     one_shot = [name for name, spec in specs.items() if spec is None and name != "base"]
     if one_shot:
         build_variants(base_dir, one_shot, out_root, if_missing=if_missing)
@@ -112,7 +113,7 @@ def build(
         if spec is not None and not (if_missing and _usable(out_root / name)):
             students.setdefault(spec.student, []).append(name)
     for names_of_student in students.values():
-        trained = _trained_sibling(out_root, specs[names_of_student[0]], names_of_student, base_dir)
+        trained = _trained_sibling(out_root, specs[names_of_student[0]], names_of_student, base_hash)
         student, parameters = trained or recover(base_dir, specs[names_of_student[0]], splits, cfg)
         for name in names_of_student:
             save_recovered(base_dir, student, parameters, name, out_root / name)
@@ -121,7 +122,7 @@ def build(
 
 
 def _trained_sibling(
-    out_root: Path, spec: RecoverySpec, names: list[str], base_dir: Path
+    out_root: Path, spec: RecoverySpec, names: list[str], base_hash: str
 ) -> tuple[torch.nn.Module, dict] | None:
     """The float student already on disk (`pruned-kd-80` for `pruned-kd-quant-80`), when only int8
     versions are missing: quantizing it again costs seconds, training it again minutes."""
@@ -133,7 +134,7 @@ def _trained_sibling(
         info = verify_artifact(folder)
     except ArtifactError:
         return None
-    if info.parameters.get("parent_hash") != verify_artifact(base_dir).content_hash:
+    if info.parameters.get("parent_hash") != base_hash:
         return None
     model = load_model(folder)
     densify_(model)  # pruned weights back to plain Linear layers, which quantization takes
