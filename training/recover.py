@@ -130,8 +130,7 @@ def _distillation_loss(
     return (1 - cfg.kd_weight) * hard + cfg.kd_weight * t * t * soft
 
 
-def _student(base_dir: Path, spec: RecoverySpec) -> tuple[nn.Module, MagnitudePruner | StructuredPruner]:
-    student = load_model(base_dir)
+def _student(student: nn.Module, spec: RecoverySpec) -> tuple[nn.Module, MagnitudePruner | StructuredPruner]:
     for p in student.parameters():
         p.requires_grad_(True)
     if spec.structured:
@@ -156,8 +155,8 @@ def recover(
     teacher = load_model(base_dir)
     texts = splits.train.texts
     teacher_logits = predict_logits(teacher, tokenizer, texts, cfg.max_length, desc="teacher")  # (N, K)
+    student, pruner = _student(teacher, spec)  # the base itself becomes the student: its logits are kept
     del teacher
-    student, pruner = _student(base_dir, spec)
     encoded = encode(tokenizer, texts, cfg.max_length)
     labels = torch.tensor(splits.ids(splits.train), dtype=torch.long)
     total = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
