@@ -11,6 +11,15 @@ The model, per variant and instance type:
   demand and --spot-headroom on spot (spot instances get reclaimed; the rest carry the load meanwhile);
 - USD/year = instances x USD/h x 8760; USD per million requests = USD/year / million requests a year
   at the target rate, and at full use (an instance's capacity, all year).
+
+N models (`plan_models`), the target rate split evenly over every model's variants:
+- dedicated: each (model, variant) its own app with `min_replicas_per_app` always-on replicas, more
+  if its share of the rate needs them; each replica a slot of `cpus_per_replica` vCPUs and its private
+  memory plus its model's weights (the worst case: every replica on a node a different model's);
+- warm pool: `pool_min_replicas` replicas or more for the whole rate, each serving every model (at
+  `pool_rps_factor` x a dedicated replica's rate: the many-models benchmark's pool/dedicated ratio,
+  at most 1); every node holds every model's weights once, in its object store;
+- either way instances = max(min_instances, replicas / slots per instance, vCPUs the rate needs).
 """
 
 from __future__ import annotations
@@ -26,15 +35,20 @@ __all__ = [
     "DEFAULT_INSTANCES",
     "FleetAssumptions",
     "Instance",
+    "ModelsAssumptions",
+    "ModelsPlan",
     "Plan",
     "VariantMeasurement",
     "capacity_rps",
     "instances_needed",
     "load_measurements",
+    "load_many_models",
     "load_prices",
     "plan",
+    "plan_models",
     "replicas_per_instance",
     "study_baseline_usd_per_year",
+    "study_models_usd_per_year",
     "usd_per_million_requests",
     "usd_per_year",
 ]
@@ -203,6 +217,152 @@ def plan(m: VariantMeasurement, inst: Instance, a: FleetAssumptions) -> Plan:
     return Plan(m.variant, inst.name, by_cpu, by_memory, replicas, capacity, a.target_rps, on_demand, spot)
 
 
+# The study's setup priced against the N-model plans: two m5.large per model, on demand all year.
+STUDY_INSTANCES_PER_MODEL = 2
+
+
+def study_models_usd_per_year(
+    models: int, instances: dict[str, Instance] | None = None, per_model: int = STUDY_INSTANCES_PER_MODEL
+) -> float:
+    """`per_model` x `models` m5.large on demand all year (2 models: 4 x 0.096 x 8760 = 3,363.84 USD)."""
+    inst = (instances or DEFAULT_INSTANCES)[STUDY_BASELINE_TYPE]
+    return usd_per_year(per_model * models, inst.on_demand_usd_h)
+
+
+@dataclass(frozen=True)
+class ModelsAssumptions:
+    """How N models are served, beyond one variant's measurement and the fleet's assumptions."""
+
+    models: int = 2  # distinct models (own weights each), e.g. the company's English and Swedish ones
+    variants_per_model: int = 1  # served variants of each model (each its own app when dedicated)
+    min_replicas_per_app: int = 1  # a dedicated app's always-on replicas (serve_config.yaml: min_replicas 1)
+    pool_min_replicas: int = 2  # the warm pool's always-on replicas (serve_config.yaml: min_replicas 2)
+    # A pool replica's req/s over a dedicated replica's with the models mixed (the many-models
+    # benchmark's pool / dedicated req/s, capped at 1: no gain is assumed from pooling).
+    pool_rps_factor: float = 1.0
+    pool_replica_memory_mib: float | None = None  # a pool replica's private memory; None: the variant's
+
+    def __post_init__(self) -> None:
+        for name in ("models", "variants_per_model", "min_replicas_per_app", "pool_min_replicas"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        _check_numbers(self, "models", ("pool_rps_factor",))
+        if self.pool_rps_factor > 1:
+            raise ValueError(f"pool_rps_factor must be <= 1 (no gain assumed), got {self.pool_rps_factor}")
+        if self.pool_replica_memory_mib is not None:
+            _check_numbers(self, "models", ("pool_replica_memory_mib",))
+
+
+@dataclass(frozen=True)
+class ModelsPlan:
+    """N models served one way (`dedicated` apps or the warm `pool`) on one instance type."""
+
+    setup: str  # "dedicated" or "pool"
+    models: int
+    variants_per_model: int
+    instance: str
+    cpus_per_replica: float
+    replicas: int  # on demand; spot's are `spot_replicas`
+    spot_replicas: int
+    replicas_by_cpu: int  # slots per instance
+    replicas_by_memory: int
+    replicas_per_instance: int
+    weights_per_node_mib: (
+        float  # shared weights a full node holds (pool: every model's; dedicated: its replicas')
+    )
+    replica_memory_mib: float  # private memory of one replica
+    rps_per_replica: float
+    target_rps: float
+    on_demand: Fleet
+    spot: Fleet
+    study_usd_per_year: float  # STUDY_INSTANCES_PER_MODEL x models m5.large on demand
+
+
+def _models_fleet(
+    replicas: int, slots: int, cpu_instances: int, target: float, usd_h: float, min_instances: int
+) -> Fleet:
+    """Instances for `replicas` in `slots` per instance and `cpu_instances` for the rate; None if no
+    replica fits. No price "at full use": a fleet of mixed models has no single capacity."""
+    if slots <= 0:
+        return Fleet(None, None, None, None)
+    n = max(min_instances, math.ceil(replicas / slots - 1e-9), cpu_instances)
+    yearly = usd_per_year(n, usd_h)
+    return Fleet(n, yearly, usd_per_million_requests(yearly, target), None)
+
+
+def plan_models(
+    m: VariantMeasurement,
+    inst: Instance,
+    a: FleetAssumptions,
+    n: ModelsAssumptions,
+    setup: str,
+    cpus_per_replica: float = 1.0,
+    study_instances: dict[str, Instance] | None = None,
+) -> ModelsPlan:
+    """Size and price `n.models` models (each served as `m` measured) as `dedicated` apps or as the `pool`.
+
+    The target rate `a.target_rps` is the fleet's total, split evenly over the models' variants;
+    spot fleets are sized for `a.spot_headroom` x it. Whatever the slots, the fleet's vCPUs (less
+    `a.reserve_vcpus` per node) must run the rate: one busy core per replica at its measured req/s,
+    plus the ingress's CPU per request.
+    """
+    if setup not in ("dedicated", "pool"):
+        raise ValueError(f"setup must be 'dedicated' or 'pool', got {setup!r}")
+    if not cpus_per_replica > 0:
+        raise ValueError(f"cpus_per_replica must be > 0, got {cpus_per_replica}")
+    apps = n.models * n.variants_per_model
+    free_mib = (inst.memory_gib - a.reserve_gib) * MIB_PER_GIB
+    by_cpu = math.floor(inst.vcpus / cpus_per_replica + 1e-9)
+    if setup == "dedicated":
+        rps, weights_node = m.requests_per_s_per_replica, 0.0
+        per_replica = m.replica_memory_mib + m.shared_weights_mib  # worst case: each a different model
+
+        def replicas_for(target: float) -> int:
+            return apps * max(n.min_replicas_per_app, math.ceil(target / apps / rps - 1e-9))
+
+    else:
+        rps, weights_node = m.requests_per_s_per_replica * n.pool_rps_factor, apps * m.shared_weights_mib
+        per_replica = max(m.replica_memory_mib, n.pool_replica_memory_mib or 0.0)
+
+        def replicas_for(target: float) -> int:
+            return max(n.pool_min_replicas, math.ceil(target / rps - 1e-9))
+
+    by_memory = max(0, math.floor((free_mib - weights_node) / per_replica + 1e-9))
+    slots = min(by_cpu, by_memory)
+    cpu_s_per_request = 1 / rps + m.proxy_cpu_ms_per_request / 1e3
+    usable_vcpus = max(1e-9, inst.vcpus - a.reserve_vcpus)
+
+    def fleet(target: float, usd_h: float) -> tuple[int, Fleet]:
+        replicas = replicas_for(target)
+        cpu_instances = math.ceil(target * cpu_s_per_request / usable_vcpus - 1e-9)
+        f = _models_fleet(replicas, slots, cpu_instances, a.target_rps, usd_h, a.min_instances)
+        return replicas, f
+
+    replicas, on_demand = fleet(a.target_rps, inst.on_demand_usd_h)
+    spot_replicas, spot = fleet(a.target_rps * a.spot_headroom, inst.spot_usd_h)
+    return ModelsPlan(
+        setup=setup,
+        models=n.models,
+        variants_per_model=n.variants_per_model,
+        instance=inst.name,
+        cpus_per_replica=cpus_per_replica,
+        replicas=replicas,
+        spot_replicas=spot_replicas,
+        replicas_by_cpu=by_cpu,
+        replicas_by_memory=by_memory,
+        replicas_per_instance=slots,
+        # dedicated: at most one model's weights per replica on the node
+        weights_per_node_mib=weights_node if setup == "pool" else slots * m.shared_weights_mib,
+        replica_memory_mib=per_replica if setup == "pool" else m.replica_memory_mib,
+        rps_per_replica=rps,
+        target_rps=a.target_rps,
+        on_demand=on_demand,
+        spot=spot,
+        study_usd_per_year=study_models_usd_per_year(n.models, study_instances),
+    )
+
+
 _PRICE_FIELDS = {f.name: f.type for f in fields(Instance)}
 
 
@@ -298,3 +458,35 @@ def load_measurements(
         proxy_ms = v.get("proxy_cpu_ms_per_request", 0.0)
         out.append(VariantMeasurement(name, rps, *memory, cpus_per_replica, proxy_ms))
     return {k: v for k, v in data.items() if k != "variants"}, out
+
+
+def load_many_models(path: str | Path) -> dict[str, Any] | None:
+    """From a many-models benchmark record (`python -m benchmarks.many_models`): the pool's req/s
+    over the dedicated apps' (`pool_rps_ratio`), a pool replica's private memory (`pool_replica_uss_mib`:
+    the pool replicas' median USS sum over their count) and the run's date, models and CPU; None
+    when there is no such file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        pool = data["setups"]["pool"]
+        replicas = pool["memory"]["by_role"]["replicas"]
+        ratio = float(data["pool_vs_dedicated"]["requests_per_s"])
+        uss = float(replicas["uss_mib"]) / float(replicas["processes"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ValueError(
+            f"{path} is not a many-models record (python -m benchmarks.many_models): {exc}"
+        ) from None
+    if not (math.isfinite(ratio) and ratio > 0 and math.isfinite(uss) and uss > 0):
+        raise ValueError(f"{path}: pool/dedicated req/s and pool replica USS must be > 0, got {ratio}, {uss}")
+    return {
+        "pool_rps_ratio": ratio,
+        "pool_replica_uss_mib": uss,
+        "date": data.get("date"),
+        "models": data.get("models"),
+        "quick": data.get("quick"),
+        "cpu": (data.get("cpu") or {}).get("model_name"),
+        "path": str(path),
+    }

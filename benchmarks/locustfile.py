@@ -1,7 +1,7 @@
 """Locust users for the classifier API: real texts, single and small batches, any variants.
 
     locust -f benchmarks/locustfile.py --headless -u 20 -r 5 -t 60s --host http://127.0.0.1:8000 \\
-        --variants base,quant --load-shape step --csv reports/locust   # 5 more users every 30 s, up to -u
+        --variants stress/base,stress/quant --load-shape step --csv reports/locust   # +5 users / 30 s
 
 Options (also environment variables LOADTEST_*, for `locust --config` or CI): `--variants` (one
 picked at random per request), `--texts-file`/`--text-column` (CSV/Parquet/JSONL; default the
@@ -30,7 +30,11 @@ __all__ = ["ClassifierUser", "ConfiguredShape", "response_problem"]
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
     env, add = os.environ.get, parser.add_argument
-    add("--variants", default=env("LOADTEST_VARIANTS", "base"), help="routes to call, a,b,...")
+    add(
+        "--variants",
+        default=env("LOADTEST_VARIANTS", "stress/base"),
+        help="routes to call, a,b,... (<model>/<variant>, e.g. stress/quant,sentiment/base)",
+    )
     add("--texts-file", default=env("LOADTEST_TEXTS", ""), help="texts to send (default Dreaddit)")
     add("--text-column", default=env("LOADTEST_TEXT_COLUMN", "text"))
     add("--batch-max", type=int, default=int(env("LOADTEST_BATCH_MAX", "4")))
@@ -45,7 +49,8 @@ def _add_options(parser: Any) -> None:
 @functools.cache
 def _texts(path: str, column: str) -> tuple[str, ...]:
     """The texts to send, read once per process."""
-    from training.data import dreaddit_paths, read_frame
+    from training.data import read_frame
+    from training.sources import dreaddit_paths
 
     frame = read_frame(path or dreaddit_paths()[1])
     if column not in frame.columns:

@@ -74,7 +74,8 @@ _BATCH_TOKENS = 128
 
 
 def _dreaddit(rows: int | None) -> tuple[list[str], list[str]]:
-    from training.data import DREADDIT_LABEL_NAMES, dreaddit_paths, load_table
+    from training.data import load_table
+    from training.sources import DREADDIT_LABEL_NAMES, dreaddit_paths
 
     table = load_table(dreaddit_paths()[1], "text", "label", DREADDIT_LABEL_NAMES)
     return table.texts[:rows], table.labels[:rows]

@@ -46,8 +46,12 @@ def users_at(cfg: ShapeConfig, run_time: float) -> tuple[int, float]:
 
 
 def answer_problem(body: Any, sent: int, variant: str) -> str | None:
-    """What is wrong with an answer to `sent` texts from `variant`, or None if it is the API's answer."""
-    if not isinstance(body, dict) or body.get("variant") != variant:
+    """What is wrong with an answer to `sent` texts from the route `variant` (`base`, `stress/base`,
+    `pool/base`, `pool/sentiment/base`), or None if it is the API's answer."""
+    *prefix, name = variant.split("/")
+    model = [p for p in prefix if p != "pool"]
+    wrong_model = bool(model) and isinstance(body, dict) and body.get("model") != model[-1]
+    if not isinstance(body, dict) or body.get("variant") != name or wrong_model:
         return f"body is not an answer from {variant}: {str(body)[:200]}"
     predictions = body.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != sent:

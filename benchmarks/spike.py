@@ -22,7 +22,7 @@ from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
 from benchmarks.harness.load import SHORT_TEXT, ClosedLoopUsers, wait_serving, wait_until
 from benchmarks.harness.models import BERT_BASE_DIR, build_random_bert
 from benchmarks.harness.session import ServeSession, app_entry, pool_entry
-from deployments.serve_config import load_serve_config
+from deployments.serve_config import DEFAULT_MODEL, load_serve_config
 from loading.host import machine_info
 
 __all__ = ["main", "rate_timeline", "time_to_fraction"]
@@ -102,7 +102,8 @@ def _step(
 def spike(session: ServeSession, variant: str, users: int, warm_s: float, hold_s: float) -> dict[str, Any]:
     """The pool (2 warm replicas) vs `variant`'s own app (1 replica + autoscaling) under one step."""
     pool, own = pool_entry(session.config, replicas=2), app_entry(session.config, variant)
-    routes = {v: f"{pool['route_prefix'].strip('/')}/{v}" for v in sorted(pool["args"]["variants"])}
+    served = pool["args"]["models"][DEFAULT_MODEL]  # the default model's variants, as its own apps
+    routes = {v: f"{pool['route_prefix'].strip('/')}/{v}" for v in sorted(served)}
     if variant not in routes:
         raise SystemExit(f"--variant {variant!r} is not in the pool; it serves {list(routes)}")
     session.deploy([pool, own])
@@ -142,13 +143,17 @@ def switching(session: ServeSession, model_dir: Path, variants: int, repeats: in
     """
     names = [f"bb-{i}" for i in range(variants)]
     pool = pool_entry(
-        session.config, replicas=1, variants=dict.fromkeys(names, str(model_dir)), max_models=len(names)
+        session.config,
+        replicas=1,
+        models={DEFAULT_MODEL: dict.fromkeys(names, str(model_dir))},
+        max_models=len(names),
     )
     session.deploy([pool])
     url = f"{session.url}/{pool['route_prefix'].strip('/')}"
     with httpx.Client(timeout=60) as client:
         # The spike's pool answers until Serve has replaced it with this one.
-        wait_until(lambda: names[0] in _health(client, url).get("variants", []), 600, "pool of BERT-base")
+        first = f"{DEFAULT_MODEL}/{names[0]}"
+        wait_until(lambda: first in _health(client, url).get("variants", []), 600, "pool of BERT-base")
 
         def post(name: str) -> tuple[float, float]:
             start = time.perf_counter()

@@ -145,13 +145,8 @@ def _check_commands(
         err("rsync_exclude drops artifacts/: the head's model store would have no weights to serve")
     if ".venv" not in excluded:
         err("rsync_exclude should hold .venv (GBs the nodes do not need)", "warning")
-    for app in config.by_name().values():
-        model_dir = (app.get("args") or {}).get("model_dir")
-        if (
-            model_dir
-            and not Path(model_dir).is_absolute()
-            and not (root / model_dir / "variant.json").is_file()
-        ):
+    for model_dir in dict.fromkeys(config.model_dirs().values()):  # every model's, the pool's too
+        if not Path(model_dir).is_absolute() and not (root / model_dir / "variant.json").is_file():
             err(
                 f"{model_dir} is not built here: run `make artifacts` before `ray up` (file_mounts ships "
                 "the repository's artifacts/ to the head)",

@@ -20,7 +20,7 @@ __all__ = ["API_KEYS_ENV", "API_KEYS_FILE_ENV", "OPEN_ROUTES", "ApiKeys"]
 
 API_KEYS_ENV = "API_KEYS"
 API_KEYS_FILE_ENV = "API_KEYS_FILE"
-OPEN_ROUTES = frozenset({"/healthz"})  # load balancers and Serve's health checks carry no key
+OPEN_ROUTES = frozenset({"/healthz", "/pool/healthz"})  # load balancers and health checks carry no key
 MIN_KEY_CHARS = 16  # a key short enough to guess is no key
 
 

@@ -1,8 +1,9 @@
 """Ray Serve application: one text-classifier variant behind an HTTP/JSON API.
 
-`serve_config.yaml` builds one application per variant from `app_builder`, each mounted at
-`/<variant>`. Replicas attach their weights zero-copy from the model store; requests from all
-callers are batched together with `@serve.batch`.
+`serve_config.yaml` builds one application per model variant from `app_builder`, each mounted at
+`/<model>/<variant>`: the variant's own replicas, isolated from the others' load. Replicas attach
+their weights zero-copy from the model store; requests from all callers are batched together with
+`@serve.batch`.
 """
 
 import asyncio
@@ -19,7 +20,10 @@ from ray.serve import Application
 
 from deployments.auth import ApiKeys
 from deployments.boundary import install_error_handlers, require_json
+from deployments.metrics import ServingMetrics
 from deployments.protocol import (
+    DEFAULT_MODEL,
+    MODEL_PATTERN,
     VARIANT_PATTERN,
     ClassifyRequest,
     ClassifyResponse,
@@ -27,6 +31,7 @@ from deployments.protocol import (
     InfoResponse,
     ServingLimits,
     check_texts,
+    served_key,
 )
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
@@ -43,7 +48,8 @@ logger = logging.getLogger(__name__)
 class ClassifierArgs(ServingLimits):
     """Application arguments, given under `args:` in `serve_config.yaml`."""
 
-    variant: str = Field("base", pattern=VARIANT_PATTERN)  # route and store key
+    model: str = Field(DEFAULT_MODEL, pattern=MODEL_PATTERN)  # the model this variant belongs to
+    variant: str = Field("base", pattern=VARIANT_PATTERN)  # with the model: route and store key
     model_dir: str = "artifacts/base"  # artifact folder; relative paths resolve from the repo root
     # "store": map the weights zero-copy from the model store (the product). "disk": read them from
     # model_dir into the replica's own memory, the baseline `benchmarks.coldstart` compares against.
@@ -81,13 +87,15 @@ class Classifier:
             )
         else:
             self.attached = attach(
-                args.variant,
+                served_key(args.model, args.variant),  # the pool's key too: one copy per node
                 model_dir,
                 int8_kernel=args.int8_kernel,
                 sparse_kernel=args.sparse_kernel,
                 keep_for_reattach=False,  # a replica attaches once; no template to keep
             )
         trim_heap()  # the skeleton's unpickling leftovers
+        self.metrics = ServingMetrics()
+        self.metrics.attached(args.model, args.variant, self.attached.attach_ms)
         weights_done = time.time()
         self.predictor = Predictor(self.attached.model, self.attached.tokenizer, args.max_tokens)
         # Wall-clock times (epoch s) of this replica's start, for the cold-start breakdown. Before
@@ -106,6 +114,7 @@ class Classifier:
         self._trim = IdleTrim(after_s=0.5)  # freed heap back to the OS once idle for 0.5 s
         api.state.headers = {
             "x-replica-id": self.replica_id,
+            "x-model": args.model,
             "x-variant": args.variant,
             "x-weights-load-ms": f"{self.attached.attach_ms:.3f}",
             "x-weights-loaded-from": self.attached.loaded_from,
@@ -114,8 +123,9 @@ class Classifier:
         api.state.body_timeout_s = args.body_timeout_s
         api.state.api_keys = api_keys
         logger.info(
-            "replica %s serves %s (weights attached in %.1f ms, %d threads; %s)",
+            "replica %s serves %s/%s (weights attached in %.1f ms, %d threads; %s)",
             self.replica_id,
+            args.model,
             args.variant,
             self.attached.attach_ms,
             self.threads,
@@ -136,6 +146,9 @@ class Classifier:
         # back from the loop after every torch op, and served 16% fewer texts/s (docs/BENCHMARKS.md).
         # Requests arriving meanwhile wait in the actor's queue and form the next batch.
         predictions = self._predict(texts)
+        self.metrics.batch(
+            self.args.model, self.args.variant, len(texts), sum(p.truncated for p in predictions)
+        )
         # Hand freed activations back to the OS once the replica goes idle, not after every batch
         # (trimming costs 2-3% when batches follow each other): idle replicas stay small.
         self._trim.touch()
@@ -154,13 +167,14 @@ class Classifier:
         texts = request.as_list()
         check_texts(texts, self.args)
         predictions = await asyncio.gather(*(self._classify_batch(t) for t in texts))
-        return {"variant": self.args.variant, "predictions": list(predictions)}
+        return {"model": self.args.model, "variant": self.args.variant, "predictions": list(predictions)}
 
     @api.get("/healthz")
     async def healthz(self) -> HealthResponse:
         """200 once the weights are attached (they are before the replica takes traffic)."""
         return {
             "status": "ok",
+            "model": self.args.model,
             "variant": self.args.variant,
             "replica_id": self.replica_id,
             "weights_load_ms": round(self.attached.attach_ms, 3),
@@ -177,7 +191,7 @@ class Classifier:
     @api.get("/info")
     async def info(self) -> InfoResponse:
         """The variant's metadata from `variant.json`."""
-        return self.attached.describe()
+        return {**self.attached.describe(), "model": self.args.model, "variant": self.args.variant}
 
 
 def app_builder(args: dict[str, Any]) -> Application:

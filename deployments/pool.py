@@ -1,12 +1,15 @@
-"""Ray Serve application: a warm pool whose replicas serve any variant, attaching it on demand.
+"""Ray Serve application: a warm pool whose replicas serve any model's variants, attaching on demand.
 
 A new replica process takes seconds to start (Ray's worker boot and imports, docs/SCALING.md);
 attaching a variant's weights zero-copy takes milliseconds. So the elastic capacity is a pool of
-warm replicas that each take on whichever variant the load moves to, through Serve's model
-multiplexing: the variant is the multiplexed model id, given by the `serve_multiplexed_model_id`
-header or by the path (`/pool/<variant>/classify`). A replica keeps the most recently used variants
-up to `max_models` and `max_private_mb` and drops the rest; the weights stay in the object store.
-Only the variants named in the pool's args are served: a request names a key, never a path.
+warm replicas that each take on whichever model and variant the load moves to, through Serve's
+model multiplexing: the multiplexed model id is `<model>/<variant>`, given by the
+`serve_multiplexed_model_id` header or by the path. Mounted at `/`, the pool answers every path no
+dedicated application claims: `/<model>/<variant>/classify` of a model served by the pool only,
+the old `/<variant>/classify` routes (the default model's variants), `/pool/...` (always the pool),
+`/-/models` (what is served) and a JSON 404 for the rest. A replica keeps the most recently used
+variants up to `max_models` and `max_private_mb` and drops the rest; the weights stay in the object
+store. Only the folders named in the pool's args are served: a request names keys, never a path.
 """
 
 import asyncio
@@ -18,14 +21,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from fastapi import Depends, FastAPI, Response
-from pydantic import Field, field_validator
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import Field, model_validator
 from ray import serve
 from ray.serve import Application
 
 from deployments.auth import ApiKeys
 from deployments.boundary import NotServedError, install_error_handlers, require_json
+from deployments.catalog import describe_models, routes_of
+from deployments.metrics import ServingMetrics
 from deployments.protocol import (
+    DEFAULT_MODEL,
+    MODEL_PATTERN,
+    POOL_ALIAS,
     VARIANT_PATTERN,
     ClassifyRequest,
     ClassifyResponse,
@@ -33,6 +42,7 @@ from deployments.protocol import (
     PoolHealthResponse,
     ServingLimits,
     check_texts,
+    served_key,
 )
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
@@ -54,39 +64,77 @@ __all__ = ["Pool", "PoolArgs", "app_builder"]
 logger = logging.getLogger(__name__)
 
 _MULTIPLEX_ATTR = "__serve_multiplex_wrapper"  # where Serve keeps a multiplexed loader's LRU cache
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 class PoolArgs(ServingLimits):
     """Application arguments, given under `args:` in `serve_config.yaml`."""
 
-    # variant -> artifact folder: the only variants the pool serves, so a request's variant is a key
-    # into this map and never a path. Relative folders resolve from the repo root.
-    variants: dict[str, str] = Field(default_factory=lambda: {"base": "artifacts/base"}, min_length=1)
+    # model -> variant -> artifact folder: the only variants the pool serves, so a request's model
+    # and variant are keys into this map, never a path. Relative folders resolve from the repo root.
+    models: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Shorthand for one model: `variants: {base: artifacts/base}` = `models: {<default_model>: ...}`.
+    variants: dict[str, str] = Field(default_factory=dict)
+    # Whose variants answer at `/<variant>/classify` (the routes from before models had names).
+    default_model: str = Field(DEFAULT_MODEL, pattern=MODEL_PATTERN)
     max_models: int = Field(8, ge=1)  # variants attached at once per replica; least recently used go
     # Private memory the attached variants may hold per replica (module objects, FBGEMM's packed copy
     # on CPUs without fast int8 matmuls, densified sparse layers). Shared weights are held once per
     # node by the store and do not count.
     max_private_mb: float = Field(512.0, gt=0)
 
-    @field_validator("variants")
-    @classmethod
-    def _names(cls, variants: dict[str, str]) -> dict[str, str]:
-        for name in variants:
-            if not re.fullmatch(VARIANT_PATTERN, name):
-                raise ValueError(f"variant names must match {VARIANT_PATTERN}, got {name!r}")
-        return variants
+    @model_validator(mode="after")
+    def _one_map(self) -> "PoolArgs":
+        if self.variants:
+            if self.default_model in self.models:
+                raise ValueError(f"give {self.default_model!r} either in `models` or as `variants`, not both")
+            self.models = {**self.models, self.default_model: self.variants}
+            self.variants = {}
+        if not self.models or not all(self.models.values()):
+            raise ValueError("the pool needs at least 1 variant of each model it lists")
+        legacy = set(self.models.get(self.default_model, {}))
+        for model, variants in self.models.items():
+            if not re.fullmatch(MODEL_PATTERN, model) or model == POOL_ALIAS:
+                raise ValueError(
+                    f"model names must match {MODEL_PATTERN} and not be {POOL_ALIAS!r}, got {model!r}"
+                )
+            if model in legacy:  # /<name>/... would mean both the model and a default-model variant
+                raise ValueError(f"model {model!r} has the name of a variant of {self.default_model!r}")
+            for name in variants:
+                if not re.fullmatch(VARIANT_PATTERN, name):
+                    raise ValueError(f"variant names must match {VARIANT_PATTERN}, got {name!r}")
+        return self
+
+    def model_dirs(self) -> dict[str, str]:
+        """Every served `model/variant` -> its artifact folder (absolute)."""
+        return {
+            served_key(m, v): str(resolve_model_dir(d))
+            for m, variants in self.models.items()
+            for v, d in variants.items()
+        }
+
+
+def _shown(name: str | None) -> str:
+    """A caller's name, cut short for an error message."""
+    text = str(name)
+    return text if len(text) <= 60 else f"{text[:60]}..."
 
 
 @dataclass
 class _Held:
     """One variant attached in this replica."""
 
-    name: str
+    model: str
+    variant: str
     attached: AttachedModel
     predictor: Predictor
 
+    @property
+    def key(self) -> str:
+        return served_key(self.model, self.variant)
 
-pool_api = FastAPI(title="BERT text classifier pool", version="0.1.0", redirect_slashes=False)
+
+pool_api = FastAPI(title="BERT text classifier pool", version="0.2.0", redirect_slashes=False)
 install_error_handlers(pool_api)
 
 
@@ -97,7 +145,7 @@ install_error_handlers(pool_api)
 )
 @serve.ingress(pool_api)
 class Pool:
-    """A warm replica: any listed variant, attached zero-copy the first time it is asked for."""
+    """A warm replica: any listed model and variant, attached zero-copy the first time it is asked for."""
 
     def __init__(self, args: PoolArgs) -> None:
         init_started = time.time()
@@ -105,7 +153,7 @@ class Pool:
         self.args = args
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self.threads = set_threads(cpus)
-        self.model_dirs = {v: str(resolve_model_dir(d)) for v, d in args.variants.items()}
+        self.model_dirs = args.model_dirs()
         for model_dir in dict.fromkeys(self.model_dirs.values()):
             import_model_code(model_dir)
         # Every variant's store references in one round trip, and its pages mapped: an attach is
@@ -115,14 +163,19 @@ class Pool:
         # One attach now, dropped: the first in a process pays ~4 ms of first-time code paths.
         first = next(iter(self.model_dirs))
         attach(first, self.model_dirs[first], keep_for_reattach=False, **self._kernels())
+        self.catalog = describe_models(
+            {m: {v: resolve_model_dir(d) for v, d in variants.items()} for m, variants in args.models.items()}
+        )
 
         # Per instance, so that `max_models` comes from the args (the decorator's count is fixed
         # when it is applied). A plain function: Serve keeps its LRU cache as an attribute of the
         # function it wraps (`_cache`), and reports the ids that cache holds to its router.
-        async def load(variant: str) -> _Held:
-            return await self._attach(variant)
+        async def load(key: str) -> _Held:
+            return await self._attach(key)
 
         self._loader = load
+        self.metrics = ServingMetrics()
+        self._held_keys: set[str] = set()  # what the cache held after our last look: its evictions
         self._variant = serve.multiplexed(max_num_models_per_replica=args.max_models)(load)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.startup: dict[str, float | None] = {
@@ -145,18 +198,26 @@ class Pool:
         self._classify_batch.set_max_batch_size(int(config.get("max_batch_size", 16)))
         self._classify_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
 
-    async def _attach(self, variant: str) -> _Held:
-        """Serve's multiplexed loader: attach `variant`, then drop the least recent past the budget."""
+    async def _attach(self, key: str) -> _Held:
+        """Serve's multiplexed loader: attach `key`, then drop the least recent past the budget."""
+        self._count_evictions()  # Serve dropped its least recent one before calling us, if full
         # No template now: one is made after the answer, below.
-        attached = attach(variant, self.model_dirs[variant], keep_for_reattach=False, **self._kernels())
+        attached = attach(key, self.model_dirs[key], keep_for_reattach=False, **self._kernels())
         # Off this request's path: the next attach of this variant here is then a clone (<1 ms).
         asyncio.get_running_loop().call_soon(keep_template_, attached)
-        held = _Held(variant, attached, Predictor(attached.model, attached.tokenizer, self.args.max_tokens))
+        model, variant = key.split("/", 1)
+        held = _Held(
+            model, variant, attached, Predictor(attached.model, attached.tokenizer, self.args.max_tokens)
+        )
         await self._fit_budget(attached.private_bytes)
+        self.metrics.pool_load(model, variant)
+        self.metrics.attached(model, variant, attached.attach_ms)
+        self._held_keys.add(key)
+        self.metrics.held(len(self._held_keys))
         logger.info(
             "replica %s attached %s in %.2f ms (%.1f MB private)",
             self.replica_id,
-            variant,
+            key,
             attached.attach_ms,
             attached.private_bytes / 1e6,
         )
@@ -185,15 +246,37 @@ class Pool:
         ):
             await cache.unload_model_lru()
             cache._push_multiplexed_replica_info = True  # Serve's own flag: report the new set
+        self._count_evictions()
 
-    async def _held(self, variant: str) -> _Held:
-        if variant not in self.model_dirs:  # the only check between a request and the store: a key
-            shown = variant if len(variant) <= 60 else f"{variant[:60]}..."
-            raise NotServedError(
-                f"no variant {shown!r} in the pool; it serves {sorted(self.model_dirs)}",
-                sorted(self.model_dirs),
-            )
-        return await self._variant(variant)
+    def _count_evictions(self) -> None:
+        """Count as evicted what the cache held at our last look and holds no more."""
+        cache = self._cache()
+        now = set(cache.models) if cache is not None else set()
+        for key in self._held_keys - now:
+            self.metrics.pool_eviction(*key.split("/", 1))
+        self._held_keys &= now
+        self.metrics.held(len(self._held_keys))
+
+    def _key(self, model: str | None, variant: str) -> str:
+        """The served `model/variant` a request names; NotServedError (a JSON 404) when none is.
+
+        The only check between a request and the store: the result is a key of `model_dirs`.
+        """
+        model = self.args.default_model if model in (None, POOL_ALIAS) else model
+        key = served_key(model, variant)
+        if key in self.model_dirs:
+            return key
+        if model in self.args.models:
+            problem = f"model {_shown(model)!r} has no variant {_shown(variant)!r}"
+        else:
+            problem = f"no model {_shown(model)!r}"
+        raise NotServedError(
+            f"{problem}; served: {sorted(self.model_dirs)} (GET /-/models lists them)",
+            sorted(self.model_dirs),
+        )
+
+    async def _held(self, model: str | None, variant: str) -> _Held:
+        return await self._variant(self._key(model, variant))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _classify_batch(self, items: list[tuple[_Held, str]]) -> list[dict[str, Any]]:
@@ -201,45 +284,31 @@ class Pool:
         results: list[dict[str, Any] | None] = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (held, _) in enumerate(items):
-            groups.setdefault(held.name, []).append(i)
+            groups.setdefault(held.key, []).append(i)
         for indices in groups.values():
             held = items[indices[0]][0]
             predictions = held.predictor.predict([items[i][1] for i in indices], len(indices))
+            self.metrics.batch(held.model, held.variant, len(indices), sum(p.truncated for p in predictions))
             for i, p in zip(indices, predictions, strict=True):
                 results[i] = p.to_dict()
         self._trim.touch()
         return results
 
-    async def _classify(self, variant: str, request: ClassifyRequest, response: Response) -> dict[str, Any]:
+    async def _classify(
+        self, model: str | None, variant: str, request: ClassifyRequest, response: Response
+    ) -> dict[str, Any]:
         texts = request.as_list()
         check_texts(texts, self.args)
-        held = await self._held(variant)
+        held = await self._held(model, variant)
         predictions = await asyncio.gather(*(self._classify_batch((held, t)) for t in texts))
-        response.headers["x-variant"] = variant
+        response.headers["x-model"] = held.model
+        response.headers["x-variant"] = held.variant
         response.headers["x-weights-load-ms"] = f"{held.attached.attach_ms:.3f}"
         response.headers["x-weights-loaded-from"] = held.attached.loaded_from
-        return {"variant": variant, "predictions": list(predictions)}
-
-    @pool_api.post("/classify", dependencies=[Depends(require_json)])
-    async def classify(self, request: ClassifyRequest, response: Response) -> ClassifyResponse:
-        """Classify texts with the variant named by the `serve_multiplexed_model_id` header."""
-        variant = serve.get_multiplexed_model_id()
-        if not variant:
-            raise NotServedError(
-                "name the variant: POST /pool/<variant>/classify, or send the header "
-                f"serve_multiplexed_model_id; the pool serves {sorted(self.model_dirs)}",
-                sorted(self.model_dirs),
-            )
-        return await self._classify(variant, request, response)
-
-    @pool_api.post("/{variant}/classify", dependencies=[Depends(require_json)])
-    async def classify_variant(
-        self, variant: str, request: ClassifyRequest, response: Response
-    ) -> ClassifyResponse:
-        """Classify texts with the variant named in the path; predictions come back in input order."""
-        return await self._classify(variant, request, response)
+        return {"model": held.model, "variant": held.variant, "predictions": list(predictions)}
 
     @pool_api.get("/healthz")
+    @pool_api.get(f"/{POOL_ALIAS}/healthz")
     async def healthz(self) -> PoolHealthResponse:
         """200 once the replica can attach any variant; says which ones it holds now."""
         cache = self._cache()
@@ -251,22 +320,73 @@ class Pool:
             "torch_threads": self.threads,
             "variants": sorted(self.model_dirs),
             "held": {
-                name: {
+                key: {
                     "attach_ms": round(h.attached.attach_ms, 3),
                     "store_wait_ms": round(h.attached.store_wait_ms, 3),
                     "private_bytes": h.attached.private_bytes,
                     "arena_bytes": h.attached.arena_bytes,
                     "loaded_from": h.attached.loaded_from,
                 }
-                for name, h in held.items()
+                for key, h in held.items()
             },
             "startup": self.startup,
         }
 
-    @pool_api.get("/{variant}/info")
-    async def info(self, variant: str) -> InfoResponse:
+    @pool_api.get("/-/models")
+    async def models(self) -> dict[str, Any]:
+        """Every model and variant served: labels, size, recorded accuracy and routes."""
+        return {"default_model": self.args.default_model, "models": self.catalog}
+
+    @pool_api.post("/classify", dependencies=[Depends(require_json)])
+    @pool_api.post(f"/{POOL_ALIAS}/classify", dependencies=[Depends(require_json)])
+    async def classify(self, request: ClassifyRequest, response: Response) -> ClassifyResponse:
+        """Classify texts with the `model/variant` (or default model's variant) the header names."""
+        key = serve.get_multiplexed_model_id()
+        if not key:
+            raise NotServedError(
+                "name the model and variant: POST /<model>/<variant>/classify, or send the header "
+                f"serve_multiplexed_model_id: <model>/<variant>; served: {sorted(self.model_dirs)}",
+                sorted(self.model_dirs),
+            )
+        model, _, variant = key.rpartition("/")
+        return await self._classify(model or None, variant, request, response)
+
+    @pool_api.post(f"/{POOL_ALIAS}/{{model}}/{{variant}}/classify", dependencies=[Depends(require_json)])
+    @pool_api.post("/{model}/{variant}/classify", dependencies=[Depends(require_json)])
+    async def classify_model_variant(
+        self, model: str, variant: str, request: ClassifyRequest, response: Response
+    ) -> ClassifyResponse:
+        """Classify texts with a model's variant; predictions come back in input order."""
+        return await self._classify(model, variant, request, response)
+
+    @pool_api.post("/{variant}/classify", dependencies=[Depends(require_json)])
+    async def classify_variant(
+        self, variant: str, request: ClassifyRequest, response: Response
+    ) -> ClassifyResponse:
+        """The route from before models had names: the default model's variant."""
+        return await self._classify(None, variant, request, response)
+
+    @pool_api.get(f"/{POOL_ALIAS}/{{model}}/{{variant}}/info")
+    @pool_api.get("/{model}/{variant}/info")
+    async def info(self, model: str, variant: str) -> InfoResponse:
         """The variant's metadata from `variant.json` (attaches it if this replica lacks it)."""
-        return (await self._held(variant)).attached.describe()
+        held = await self._held(model, variant)
+        return {**held.attached.describe(), "model": held.model, "variant": held.variant}
+
+    @pool_api.get("/{variant}/info")
+    async def info_variant(self, variant: str) -> InfoResponse:
+        """The default model's variant's metadata (the route from before models had names)."""
+        return await self.info(None, variant)
+
+    @pool_api.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)
+    async def not_found(self, request: Request) -> JSONResponse:
+        """Every other path: a JSON 404 naming the routes (Serve's own is plain text)."""
+        routes = routes_of(self.args.models)
+        # The path is not echoed: it is the caller's input (any bytes, percent-decoded).
+        return JSONResponse(
+            status_code=404,
+            content={"error": f"nothing is served at this path; POST to one of {routes}", "routes": routes},
+        )
 
 
 def app_builder(args: dict[str, Any]) -> Application:
@@ -274,4 +394,4 @@ def app_builder(args: dict[str, Any]) -> Application:
     return Pool.bind(PoolArgs(**args))
 
 
-app = Pool.bind(PoolArgs())
+app = Pool.bind(PoolArgs(variants={"base": "artifacts/base"}))

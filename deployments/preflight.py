@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployments.protocol import served_key
 from deployments.serve_config import DEFAULT_PATH, ServeConfigError, is_pool, load_serve_config
 from loading.accuracy import accuracy_problem
 from loading.artifact import load_tokenizer, resolve_model_dir, verify_artifact
@@ -82,7 +83,7 @@ def inspect_config(path: str | Path = DEFAULT_PATH, *, accuracy_gate: bool = Tru
             problems[name] = [str(exc)]
             continue
         pool = is_pool(app)
-        dirs = args.variants if pool else {args.variant: args.model_dir}
+        dirs = args.model_dirs() if pool else {served_key(args.model, args.variant): args.model_dir}
         broken, refused = [], []
         for variant, d in dirs.items():
             problem, refusal = _check_variant(resolve_model_dir(d), args.accuracy_budget_points)

@@ -12,10 +12,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from deployments.boundary import InputError
+from deployments.serve_config import DEFAULT_MODEL
 from loading.accuracy import ACCURACY_BUDGET_POINTS
 from loading.store import Int8Kernel, SparseKernel
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "MODEL_PATTERN",
+    "POOL_ALIAS",
+    "VARIANT_PATTERN",
     "AttachedOut",
     "ClassifyRequest",
     "ClassifyResponse",
@@ -25,9 +30,17 @@ __all__ = [
     "PredictionOut",
     "ServingLimits",
     "check_texts",
+    "served_key",
 ]
 
 VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # route and store key: no slash, no dot-dot start
+MODEL_PATTERN = VARIANT_PATTERN  # a model names a route segment too: /<model>/<variant>/classify
+POOL_ALIAS = "pool"  # /pool/... always reaches the warm pool, so no model may be called this
+
+
+def served_key(model: str, variant: str) -> str:
+    """The one name of a model's variant: multiplexed model id, store key, metrics and log tag."""
+    return f"{model}/{variant}"
 
 
 class ServingLimits(BaseModel):
@@ -86,8 +99,9 @@ class PredictionOut(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
-    """Predictions in input order, and the variant that made them."""
+    """Predictions in input order, and the model and variant that made them."""
 
+    model: str
     variant: str
     predictions: list[PredictionOut]
 
@@ -105,6 +119,7 @@ class AttachedOut(BaseModel):
 class InfoResponse(AttachedOut):
     """`/info`: the variant's `variant.json` and how this replica holds it."""
 
+    model: str
     variant: str
     info: dict[str, Any]  # variant.json: parent, method, parameters, sizes, content hash
 
@@ -113,6 +128,7 @@ class HealthResponse(BaseModel):
     """`/healthz` of a per-variant replica: it answers once its weights are attached."""
 
     status: str
+    model: str
     variant: str
     replica_id: str
     weights_load_ms: float
@@ -127,14 +143,14 @@ class HealthResponse(BaseModel):
 
 
 class PoolHealthResponse(BaseModel):
-    """`/pool/healthz`: the variants this pool replica serves and the ones it holds attached now."""
+    """`/pool/healthz`: what this pool replica serves (`model/variant`) and what it holds attached now."""
 
     status: str
     replica_id: str
     pid: int
     torch_threads: int
-    variants: list[str]
-    held: dict[str, AttachedOut]
+    variants: list[str]  # every `model/variant` the pool serves
+    held: dict[str, AttachedOut]  # by `model/variant`, least recently used first
     startup: dict[str, float | None]
 
 

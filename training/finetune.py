@@ -3,7 +3,9 @@
 A plain PyTorch loop (AdamW, linear warmup then decay, gradient clipping) rather than a trainer
 framework, so every step is visible and two runs with the same seed give bit-identical weights.
 Batches are padded to their longest text, not to `max_length`, which keeps short texts cheap.
-With no `--data` it trains on the offline Dreaddit set (stress vs not) and writes `artifacts/base`.
+With no `--data` it trains on the offline Dreaddit set (stress vs not) and writes `artifacts/base`;
+`--data rotten-tomatoes` names another offline set (sentiment), and `--data COMMENTS --profiles
+PROFILES` reads PANDORA's two files and trains on the authors' self-reported gender.
 """
 
 from __future__ import annotations
@@ -32,10 +34,7 @@ from loading.artifact import (
     read_variant_info,
     save_artifact,
 )
-from training.data import (
-    DataError,
-    parse_label_names,
-)
+from training.data import DataError, parse_label_names
 from training.loop import (
     collate,
     cpu_count,
@@ -45,6 +44,7 @@ from training.loop import (
     scores,
     warmup_then_linear,
 )
+from training.sources import SOURCES
 from training.splits import Splits, load_splits
 
 __all__ = [
@@ -67,11 +67,15 @@ DEFAULT_OUT = "artifacts/base"
 class FinetuneConfig:
     """Everything that decides the fine-tuned weights; recorded in `variant.json`."""
 
-    data: str | None = None  # training table; None = Dreaddit train (and Dreaddit test for testing)
+    # training table, or a name in training.data.SOURCES; None = Dreaddit train (and its test file)
+    data: str | None = None
     test_data: str | None = None  # test table; None = hold out `test_fraction` of `data`
     text_column: str = "text"
     label_column: str = "label"
     label_names: dict[str, str] | None = None  # raw label -> name; None = raw values (Dreaddit: named)
+    # PANDORA author profiles (author, gender): `data` (and `test_data`) are then its comments, whose
+    # text column defaults to "body", and the label is the author's gender (m/f)
+    profiles: str | None = None
     model: str | None = None  # encoder or checkpoint folder; None = the offline MiniLM package
     out: str = DEFAULT_OUT
     name: str = "base"  # variant name in variant.json: the serving route
@@ -116,6 +120,10 @@ class FinetuneConfig:
             raise ValueError("text_column and label_column must be non-empty column names")
         if self.test_data is not None and self.data is None:
             raise ValueError("test_data must come with data (the training file), got only test_data")
+        if self.profiles is not None and (self.data is None or self.data in SOURCES):
+            raise ValueError(
+                f"profiles (PANDORA) must come with data, its comments file, got data={self.data}"
+            )
         if not self.name or "/" in self.name:
             raise ValueError(f"name must be a non-empty path-free string, got {self.name!r}")
 
@@ -126,6 +134,7 @@ _SPLIT_FIELDS = (
     "text_column",
     "label_column",
     "label_names",
+    "profiles",
     "seed",
     "test_fraction",
     "validation_fraction",
@@ -312,9 +321,14 @@ def _label_names_arg(spec: str) -> dict[str, str]:
 def _build_parser() -> argparse.ArgumentParser:
     d = FinetuneConfig()
     p = argparse.ArgumentParser(prog="python -m training.finetune", description=__doc__.splitlines()[0])
-    p.add_argument("--data", help="training table (.csv[.gz|.bz2], .parquet, .jsonl); default: Dreaddit")
+    p.add_argument(
+        "--data",
+        help=f"training table (.csv[.gz|.bz2], .parquet, .jsonl) or an offline set ({', '.join(SOURCES)}); "
+        "default: Dreaddit",
+    )
     p.add_argument("--test-data", help="test table; default: hold out --test-fraction of --data")
-    p.add_argument("--text-column", default=d.text_column)
+    p.add_argument("--profiles", help="PANDORA author profiles (author, gender); --data is then its comments")
+    p.add_argument("--text-column", default=d.text_column, help="column with the texts (PANDORA: body)")
     p.add_argument("--label-column", default=d.label_column)
     p.add_argument("--label-names", type=_label_names_arg, help="rename labels, e.g. 0=not_stress,1=stress")
     p.add_argument("--model", help="encoder or checkpoint folder; default: the offline MiniLM package")

@@ -17,7 +17,8 @@ SHORT_TEXT = "I cannot sleep before my exam and everything feels like too much."
 
 def random_texts(count: int, seed: int) -> list[str]:
     """`count` Dreaddit test texts in a seeded random order (the order a load test sends them in)."""
-    from training.data import dreaddit_paths, read_frame
+    from training.data import read_frame
+    from training.sources import dreaddit_paths
 
     texts = [t for t in read_frame(dreaddit_paths()[1])["text"].tolist() if isinstance(t, str) and t.strip()]
     rng = random.Random(seed)

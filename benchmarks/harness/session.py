@@ -51,19 +51,21 @@ def local_ray(num_cpus: int | None = None, namespace: str = "serve", **kwargs: A
 def app_entry(
     config: ServeConfig, variant: str, *, replicas: int | None = None, **args: Any
 ) -> dict[str, Any]:
-    """A copy of `variant`'s application; `replicas` fixes the count (no autoscaling), `args` override."""
+    """A copy of `variant`'s application, mounted at `/<variant>` (where a measurement addresses it:
+    `/base`, `/sentiment/base`); `replicas` fixes the count (no autoscaling), `args` override."""
     apps = config.classifier_apps()
     if variant not in apps:
         raise ServeConfigError(f"variant {variant!r} is not in {config.path}; it has {sorted(apps)}")
-    return _edited(apps[variant], replicas, args)
+    return {**_edited(apps[variant], replicas, args), "route_prefix": f"/{variant}"}
 
 
 def pool_entry(config: ServeConfig, *, replicas: int | None = None, **args: Any) -> dict[str, Any]:
-    """A copy of the config's warm pool application; `replicas` fixes the count, `args` override."""
+    """A copy of the config's warm pool application, mounted at `/pool` (so that measurements of it
+    do not also catch every other path); `replicas` fixes the count, `args` override."""
     pool = config.pool_app()
     if pool is None:
         raise ServeConfigError(f"{config.path} has no warm pool application (import_path deployments.pool)")
-    return _edited(pool, replicas, args)
+    return {**_edited(pool, replicas, args), "route_prefix": "/pool"}
 
 
 def _edited(app: dict[str, Any], replicas: int | None, args: dict[str, Any]) -> dict[str, Any]:

@@ -15,14 +15,18 @@ from benchmarks.cost_model import (
     DEFAULT_INSTANCES,
     FleetAssumptions,
     Instance,
+    ModelsAssumptions,
     VariantMeasurement,
     capacity_rps,
     instances_needed,
+    load_many_models,
     load_measurements,
     load_prices,
     plan,
+    plan_models,
     replicas_per_instance,
     study_baseline_usd_per_year,
+    study_models_usd_per_year,
     usd_per_million_requests,
     usd_per_year,
 )
@@ -243,15 +247,18 @@ def test_bad_options_exit_2_naming_the_problem(capsys, argv, match):
     assert re.search(match, capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("argv", [[], ["--per-busy-core"]])
-def test_the_recorded_measurements_give_the_tables_in_cost_md(capsys, argv):
+@pytest.mark.parametrize(("argv", "models_rows"), [([], 1 + 3 * 2), (["--per-busy-core", "--models", ""], 0)])
+def test_the_recorded_measurements_give_the_tables_in_cost_md(capsys, argv, models_rows):
     meta, measured = load_measurements(DEFAULT_MEASUREMENTS)
     assert {m.variant for m in measured} == {"base", *load_serve_config().classifier_apps()}  # the served set
     assert meta["command"] == "python -m benchmarks.cost --measure" and not meta["quick"]
     main(argv)
     doc = (ROOT / "docs" / "COST.md").read_text()
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert len(rows) == 5 and all(row in doc for row in rows)
+    variant_rows = [row for row in rows if not row.startswith("| models") and not row[2].isdigit()]
+    models = [row for row in rows if row.startswith("| models") or row[2].isdigit()]
+    assert len(variant_rows) == 5 and len(models) == models_rows  # 2 and 20 models x 3 setups
+    assert all(row in doc for row in rows)
 
 
 def test_busy_window_keeps_the_steady_part_of_the_run():
@@ -318,3 +325,167 @@ class _Proc:
 def test_the_ingress_is_billed_as_the_proxy_whichever_it_is(cmdline, group):
     assert _group(_Proc(2, cmdline), replica_pid=1) == group
     assert _group(_Proc(1, cmdline), replica_pid=1) == "replica"
+
+
+# N models: dedicated apps vs the warm pool (plan_models)
+
+
+def _models(setup="pool", models=2, rps=25.0, mem=300.0, weights=90.0, target=40.0, cpus=1.0, **n):
+    a = FleetAssumptions(target_rps=target, reserve_vcpus=0)
+    return plan_models(
+        _m(rps=rps, mem=mem, weights=weights), M5, a, ModelsAssumptions(models, **n), setup, cpus
+    )
+
+
+def test_the_study_costs_two_m5_large_per_model():
+    assert study_models_usd_per_year(2) == pytest.approx(4 * 0.096 * 8760) == pytest.approx(3363.84)
+    assert study_models_usd_per_year(20) == pytest.approx(10 * study_models_usd_per_year(2))
+    assert _models(models=20).study_usd_per_year == pytest.approx(33638.4)
+
+
+def test_the_pool_grows_with_the_weights_only():
+    # 40 req/s at 25 per replica: 2 replicas (the minimum), 1.6 vCPUs: one m5.large, whatever N,
+    # until the weights, once per node, leave fewer than 2 replicas room: (6656 - 90 N) // 300
+    for models in (1, 2, 10, 20, 50):
+        p = _models(models=models)
+        assert (p.replicas, p.replicas_per_instance, p.on_demand.instances) == (2, 2, 1)
+        assert p.weights_per_node_mib == 90 * models
+        assert p.replicas_by_memory == (6656 - 90 * models) // 300
+    assert _models(models=70).replicas_by_memory == 1 and _models(models=70).on_demand.instances == 2
+    assert _models(models=80).on_demand.instances is None  # 7200 MiB of weights: no room for a replica
+    big = plan_models(
+        _m(), DEFAULT_INSTANCES["m5.2xlarge"], FleetAssumptions(40), ModelsAssumptions(80), "pool"
+    )
+    assert big.on_demand.instances == 1  # 32 GiB holds them
+
+
+def test_dedicated_apps_grow_with_their_replicas():
+    # a replica per model: 2 slots per m5.large at 1 vCPU each; 8 at 0.25 (memory: 6656 // 390 = 17)
+    for models in (1, 2, 5, 20):  # 20 req/s in all: one replica per model takes its share
+        one = _models("dedicated", models=models, target=20)
+        assert one.replicas == models and one.on_demand.instances == -(-models // 2)
+        packed = _models("dedicated", models=models, target=20, cpus=0.25)
+        assert (packed.replicas_by_cpu, packed.replicas_by_memory) == (8, 17)
+        assert packed.on_demand.instances == -(-models // 8)
+    assert _models("dedicated", models=20).weights_per_node_mib == 2 * 90  # one model per replica
+    # the pool's cost stays while the dedicated apps' rises with every model
+    assert (
+        _models(models=20).on_demand.usd_per_year
+        < _models("dedicated", models=20, cpus=0.25).on_demand.usd_per_year
+    )
+
+
+def test_dedicated_replicas_follow_each_apps_share_of_the_rate():
+    # 200 req/s over 2 models = 100 each at 25 per replica: 4 replicas per app
+    assert _models("dedicated", models=2, target=200).replicas == 8
+    # 2 variants per model: 4 apps of 50 req/s, 2 replicas each
+    assert _models("dedicated", models=2, target=200, variants_per_model=2).replicas == 8
+    assert _models("dedicated", models=3, target=1, min_replicas_per_app=2).replicas == 6
+    assert _models("dedicated", models=2, target=1, variants_per_model=4).replicas == 8
+
+
+def test_the_rate_needs_its_vcpus_whatever_the_slots():
+    # 8 packed replicas fit one m5.large, but 200 req/s x 1/25 s = 8 busy vCPUs need 4 of them
+    p = _models("dedicated", models=2, target=200, cpus=0.25)
+    assert p.replicas_per_instance == 8 and p.on_demand.instances == 4
+    assert _models("pool", models=2, target=200).on_demand.instances == 4
+
+
+def test_pool_measurements_and_spot_headroom():
+    # half a dedicated replica's rate with the models mixed: 40 / 12.5 = 4 replicas, 2 instances
+    assert (
+        _models(pool_rps_factor=0.5).replicas == 4 and _models(pool_rps_factor=0.5).on_demand.instances == 2
+    )
+    # a larger pool replica: (6656 - 180) // 1000 = 6 by memory
+    p = _models(pool_replica_memory_mib=1000.0)
+    assert p.replicas_by_memory == 6 and p.replica_memory_mib == 1000
+    assert _models(pool_replica_memory_mib=100.0).replica_memory_mib == 300  # never below the measured
+    # spot: 40 x 1.2 = 48 req/s needs 2 replicas still; 50 x 1.2 = 60 needs 3, so 2 instances
+    assert _models(target=40).spot.instances == 1
+    p = _models(target=50)
+    assert (p.replicas, p.spot_replicas, p.on_demand.instances, p.spot.instances) == (2, 3, 1, 2)
+    assert p.spot.usd_per_year == pytest.approx(2 * 0.037 * 8760)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"models": 0}, "models must be a whole number >= 1"),
+        ({"variants_per_model": 1.5}, "variants_per_model must be a whole number"),
+        ({"pool_rps_factor": 1.5}, "pool_rps_factor must be <= 1"),
+        ({"pool_rps_factor": 0}, "pool_rps_factor must be a number > 0"),
+        ({"pool_replica_memory_mib": -1.0}, "pool_replica_memory_mib must be a number > 0"),
+    ],
+)
+def test_bad_models_assumptions_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ModelsAssumptions(**kwargs)
+
+
+def _many_models_record(tmp_path, ratio=0.9, replicas_uss=540.0, processes=2) -> Path:
+    path = tmp_path / "many.json"
+    record = {
+        "date": "2026-12-03T23:00:00+00:00",
+        "models": 20,
+        "quick": False,
+        "cpu": {"model_name": "Intel(R) Xeon(R) Processor"},
+        "setups": {
+            "pool": {"memory": {"by_role": {"replicas": {"uss_mib": replicas_uss, "processes": processes}}}}
+        },
+        "pool_vs_dedicated": {"requests_per_s": ratio},
+    }
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_the_many_models_record_gives_the_pools_figures(tmp_path):
+    got = load_many_models(_many_models_record(tmp_path))
+    assert got["pool_rps_ratio"] == 0.9 and got["pool_replica_uss_mib"] == 270 and got["models"] == 20
+    assert load_many_models(tmp_path / "absent.json") is None
+    (tmp_path / "bad.json").write_text('{"setups": {}}')
+    with pytest.raises(ValueError, match="is not a many-models record"):
+        load_many_models(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="must be > 0"):
+        load_many_models(_many_models_record(tmp_path, ratio=0))
+
+
+def test_main_prices_n_models_from_the_records(tmp_path, capsys):
+    measurements = _measurements(
+        tmp_path,
+        {"base": {"requests_per_s_per_replica": 25, "replica_memory_mib": 300, "shared_weights_mib": 90}},
+    )
+    record = _many_models_record(tmp_path, ratio=1.3, replicas_uss=800.0)  # 400 MiB per pool replica
+    argv = ["--measurements", str(measurements), "--many-models", str(record), "--rps", "40"]
+    assert main([*argv, "--reserve-vcpus", "0", "--models", "2,20", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])["many_models"]
+    assert result["assumptions"]["pool_rps_factor"] == 1.0  # 1.3 measured, capped: no gain assumed
+    assert result["assumptions"]["pool_replica_memory_mib"] == 400
+    plans = {(p["models"], p["setup"], p["cpus_per_replica"]): p for p in result["plans"]}
+    assert len(plans) == 6 and plans[(20, "dedicated", 1.0)]["on_demand"]["instances"] == 10
+    assert plans[(20, "dedicated", 0.25)]["on_demand"]["instances"] == 3
+    assert plans[(20, "pool", 1.0)]["on_demand"]["instances"] == 1
+    table = "\n".join(out)
+    assert (
+        "| 20 | pool | 1 | 2 / 2 | 2 (2 / 12) | 1,800 | 1 / 1 | 841 (-98%) | **324** (-99%) | 33,638 |"
+        in table
+    )
+    assert "the many-models benchmark" in table
+    assert main([*argv, "--models", "", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["many_models"] == {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--models", "2,0"], "--models must be counts >= 1"),
+        (["--models-variant", "nope"], "--models-variant 'nope' is not measured"),
+        (["--packed-cpus-per-replica", "-1"], "--packed-cpus-per-replica must be >= 0"),
+        (["--pool-min-replicas", "0"], "pool_min_replicas must be a whole number >= 1"),
+    ],
+)
+def test_bad_models_options_exit_2(capsys, argv, match):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--many-models", ""])
+    assert exc.value.code == 2
+    assert re.search(match, capsys.readouterr().err)

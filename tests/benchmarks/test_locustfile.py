@@ -44,6 +44,17 @@ def test_malformed_answers_are_failures():
     )
 
 
+def test_a_model_route_needs_that_models_answer():
+    answer = {
+        "model": "sentiment",
+        "variant": "base",
+        "predictions": [{"label": "a", "probabilities": {"a": 1}}],
+    }
+    for route in ("base", "sentiment/base", "pool/sentiment/base", "pool/base"):
+        assert answer_problem(answer, 1, route) is None, route
+    assert "not an answer from stress/base" in answer_problem(answer, 1, "stress/base")
+
+
 def test_headless_run_against_the_app(base_url, tmp_path):
     host, variant = base_url.rsplit("/", 1)
     texts = tmp_path / "texts.csv"

@@ -417,3 +417,23 @@ def test_check_needs_no_cluster_and_no_ray_start(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
     # (warnings, such as artifacts not built in a fresh checkout, are no errors)
     assert [f for f in check_all(ROOT) if f.level == "error"] == []
+
+
+def test_the_artifacts_a_deploy_needs_cover_every_model_the_pool_serves(serve_config):
+    dirs = ServeConfig(Path(SERVE_CONFIG_FILE), serve_config).model_dirs()
+    assert {"stress/base", "stress/quant", "sentiment/base", "sentiment/quant"} <= set(dirs)
+    assert dirs["sentiment/quant"] == "artifacts/sentiment/quant"
+    # a pool-only config: its models are what must be built
+    config = ServeConfig(
+        Path(SERVE_CONFIG_FILE),
+        {
+            "applications": [
+                {
+                    "name": "pool",
+                    "import_path": "deployments.pool:app_builder",
+                    "args": {"models": {"x": {"base": "artifacts/nowhere"}}},
+                }
+            ]
+        },
+    )
+    assert config.model_dirs() == {"x/base": "artifacts/nowhere"}

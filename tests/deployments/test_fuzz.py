@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TINY_ARGS
@@ -250,3 +250,67 @@ def test_fuzz_200_cases(base_url, local_predictor):
 @pytest.mark.slow
 def test_fuzz_5000_cases(base_url, local_predictor):
     _run(base_url, local_predictor, 5000)
+
+
+# Model ids for the warm pool (`/<model>/<variant>/classify`, or the multiplexing header): random,
+# malformed and path-like. Each is a JSON 404 naming what is served unless it names a served
+# variant; never a 5xx, and the pool never attaches anything it was not configured with.
+model_ids = st.one_of(
+    st.text(chars, min_size=1, max_size=30),
+    st.sampled_from(["..", ".", "../etc/passwd", "a/b", "pool", "-", "~root", "SENTIMENT", "sentiment\x00"]),
+    st.sampled_from(["stress", "sentiment", "tiny", "base", "quant"]),
+)
+
+
+def _model_id_case(url: str, model: str, variant: str, by_header: bool) -> tuple[int, str]:
+    from urllib.parse import quote
+
+    served = {"stress/tiny", "sentiment/base", "sentiment/quant"}
+    if by_header:  # header values travel as bytes: percent-encode what HTTP cannot carry
+        header = quote(f"{model}/{variant}", safe="/")
+        r = httpx.post(
+            f"{url}/classify", json={"text": "x"}, headers={"serve_multiplexed_model_id": header}, timeout=30
+        )
+        named = header.replace("pool/", "stress/", 1) if header.startswith("pool/") else header
+    else:
+        r = httpx.post(
+            f"{url}/{quote(model, safe='')}/{quote(variant, safe='')}/classify",
+            json={"text": "x"},
+            timeout=30,
+        )
+        named = f"{'stress' if model == 'pool' else model}/{variant}"  # /pool/<variant>: the default model
+    if r.status_code == 200:
+        body = r.json()
+        ok = f"{body['model']}/{body['variant']}" in served and named in served
+        return r.status_code, "" if ok else f"answered for {named!r}, which is not served"
+    if r.status_code >= 500 or not r.headers.get("content-type", "").startswith("application/json"):
+        return r.status_code, f"not a JSON 4xx: {r.text[:200]}"
+    if named in served and r.status_code != 200:
+        return r.status_code, f"served variant refused: {r.text[:200]}"
+    return r.status_code, "" if "error" in r.json() else f"no error message: {r.text[:200]}"
+
+
+def test_fuzz_model_ids_on_the_pool(models_url):
+    before = httpx.get(f"{models_url}/healthz", timeout=TIMEOUT_S).json()["pid"]
+    statuses: Counter[int] = Counter()
+    failures: list[str] = []
+
+    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(model=model_ids, variant=model_ids, by_header=st.booleans())
+    def one(model, variant, by_header):
+        # The ingress resolves a ".." segment (even percent-encoded) before routing: the request
+        # leaves /mm for a path this test session serves nothing at. The shipped pool, mounted at /,
+        # answers those paths itself (tests/deployments/test_pool_models.py, the catch-all 404).
+        assume(by_header or ".." not in (model, variant))
+        status, problem = _model_id_case(models_url, model, variant, by_header)
+        statuses[status] += 1
+        if problem:
+            failures.append(f"{model!r}/{variant!r} header={by_header} -> {status}: {problem}")
+
+    one()
+    print("FUZZ model ids", json.dumps({"statuses": dict(statuses), "failures": failures[:5]}))
+    assert not failures, failures[:5]
+    assert sum(statuses.values()) >= 100 and statuses[404] > 0
+    health = httpx.get(f"{models_url}/healthz", timeout=TIMEOUT_S).json()
+    assert health["pid"] == before  # the same process: nothing crashed or restarted
+    assert set(health["held"]) <= {"stress/tiny", "sentiment/base", "sentiment/quant"}

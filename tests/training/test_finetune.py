@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -11,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, load_tokenizer
+from loading.artifact import VARIANT_FILE, WEIGHTS_FILE, load_tokenizer, read_variant_info
 from loading.checkpoint import load_model
-from tests.training.conftest import _rows
-from training.finetune import FinetuneConfig, main
+from tests.training.conftest import CALM, STRESS, _rows
+from training.finetune import FinetuneConfig, main, splits_of
 
 
 def _args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
@@ -118,6 +119,72 @@ def test_cli_errors_are_one_line_and_name_the_problem(tmp_path, capsys, train_cs
         ),
         "has no config.json": _args(train_csv, tmp_path, out),
         "test_data must come with data": ["--test-data", str(train_csv)],
+    }
+    for message, argv in cases.items():
+        assert message in _cli_error(capsys, argv), message
+    assert not out.exists()
+
+
+@pytest.fixture
+def pandora(tmp_path) -> tuple[Path, Path]:
+    """PANDORA's two files: 20 profiled authors (10 f, 10 m) with 3 comments each, plus comments
+    whose author has no profile or no m/f gender, and an empty one."""
+    authors = [f"user{i}" for i in range(20)]
+    comments = [
+        {"author": a, "body": f"{(CALM if i % 2 else STRESS)[k]} {a}", "score": k}
+        for i, a in enumerate(authors)
+        for k in range(3)
+    ]
+    comments += [{"author": "lurker", "body": "no profile"}, {"author": "enby", "body": "gender x"}]
+    comments += [{"author": "user0", "body": ""}]
+    profiles = [{"author": a, "gender": "f" if i % 2 else "m", "age": 30} for i, a in enumerate(authors)]
+    profiles += [{"author": "enby", "gender": "x", "age": 40}]
+    paths = tmp_path / "all_comments.csv", tmp_path / "author_profiles.csv"
+    pd.DataFrame(comments).to_csv(paths[0], index=False)
+    pd.DataFrame(profiles).to_csv(paths[1], index=False)
+    return paths
+
+
+def test_pandora_pair_trains_on_author_gender_with_authors_kept_apart(pandora, tmp_path, tiny_model_dir):
+    comments, profiles = pandora
+    out = tmp_path / "gender"
+    extra = ("--profiles", str(profiles), "--label-names", "m=male,f=female")
+    assert main(_args(comments, tiny_model_dir, out, *extra)) == 0
+    assert load_model(out).config.id2label == {0: "male", 1: "female"}
+    params = json.loads((out / VARIANT_FILE).read_text())["parameters"]
+    assert params["split_config"]["profiles"] == str(profiles)
+    assert params["skipped_rows"] == {str(comments): 1}  # user0's empty comment
+    splits = splits_of(read_variant_info(out))  # the rows training.build will score on
+    parts = splits.train, splits.validation, splits.test
+    assert [len(p) for p in parts] == [48, 6, 6]  # 60 comments of the 20 m/f authors, 3 each
+    assert [params["train_rows"], params["validation_rows"], params["test_rows"]] == [48, 6, 6]
+    authors = [set(p.groups) for p in parts]
+    assert [len(a) for a in authors] == [16, 2, 2]
+    assert not (authors[0] & authors[1] or authors[0] & authors[2] or authors[1] & authors[2])
+    assert Counter(splits.test.labels) == {"male": 3, "female": 3}  # stratified by author gender
+    by_text = {t: lab for p in parts for t, lab in zip(p.texts, p.labels, strict=True)}
+    assert by_text[f"{CALM[0]} user1"] == "female" and by_text[f"{STRESS[2]} user0"] == "male"
+
+
+def test_pandora_errors_are_one_line(pandora, tmp_path, capsys, tiny_model_dir):
+    comments, profiles = pandora
+    out = tmp_path / "out"
+    nobody = tmp_path / "nobody.csv"
+    pd.DataFrame({"author": ["stranger"], "gender": ["f"]}).to_csv(nobody, index=False)
+    no_gender = tmp_path / "no_gender.csv"
+    pd.DataFrame({"author": ["user1"], "sex": ["f"]}).to_csv(no_gender, index=False)
+    cases = {
+        "missing.csv: file does not exist": _args(comments, tiny_model_dir, out, "--profiles", "missing.csv"),
+        "no_gender.csv: no column 'gender'; columns are ['author', 'sex']": _args(
+            comments, tiny_model_dir, out, "--profiles", str(no_gender)
+        ),
+        "all_comments.csv: no column 'message'": _args(
+            comments, tiny_model_dir, out, "--profiles", str(profiles), "--text-column", "message"
+        ),
+        "no comment's author has gender m or f in": _args(
+            comments, tiny_model_dir, out, "--profiles", str(nobody)
+        ),
+        "profiles (PANDORA) must come with data": ["--profiles", str(profiles)],
     }
     for message, argv in cases.items():
         assert message in _cli_error(capsys, argv), message
