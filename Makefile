@@ -61,7 +61,7 @@ bench: install  ## loading benchmark (docs/BENCHMARKS.md)
 mnist: install  ## the study's MNIST early work: int8 and pruning sweeps (docs/MNIST.md), ~5 min
 	$(PY) -m evaluation.mnist
 
-.PHONY: evaluate sweep coldstart spike many-models throughput autoscale preemption cost faults soak
+.PHONY: evaluate sweep coldstart spike many-models two-models throughput autoscale preemption cost faults soak heavy-mix pass-tokens
 coldstart: artifacts  ## cold start of the app, of one replica (zero-copy vs disk) and of scaling up (docs/BENCHMARKS.md)
 	$(PY) -m benchmarks.coldstart --json
 
@@ -70,6 +70,9 @@ spike: artifacts  ## a spike on one variant: the warm pool vs its own app; switc
 
 many-models: artifacts  ## 20 models: 20 dedicated single-replica apps vs the warm pool, req/s and node memory (docs/BENCHMARKS.md)
 	$(PY) -m benchmarks.many_models --json
+
+two-models: artifacts  ## serve_config.yaml whole (stress + sentiment, every variant) on one node: req/s per route, node memory by role (docs/COST.md)
+	$(PY) -m benchmarks.two_models --json
 
 throughput: artifacts  ## served req/s and p50/95/99 of each variant vs the same model unserved and an HF pipeline
 	$(PY) -m benchmarks.throughput --json --plot reports/throughput_vs_users.png
@@ -88,6 +91,12 @@ faults: artifacts  ## a replica and the model store killed under load, corrupt a
 
 soak: artifacts  ## 10 minutes of steady load: failures, p50/95/99, replica memory start vs end (docs/RELIABILITY.md)
 	$(PY) -m benchmarks.soak --json --users 4
+
+heavy-mix: artifacts  ## 3 clients of the largest valid request + short texts every 0.2 s on one base replica, then autoscaling (docs/RELIABILITY.md)
+	$(PY) -m benchmarks.heavy_mix --json
+
+pass-tokens: artifacts  ## ms and tokens/s of one forward pass per token budget, 1 thread: the default max_batch_tokens (docs/RELIABILITY.md)
+	$(PY) -m benchmarks.pass_tokens --json
 
 evaluate: artifacts  ## distributed evaluation of the served variants on the Dreaddit test split (docs/EVALUATION.md)
 	$(PY) -m evaluation.job --variants base,$(SERVED_VARIANTS) --workers 2 --out reports/evaluation

@@ -4,8 +4,10 @@ request (`benchmarks.records`), to measure what users see while replicas or node
     locust -f benchmarks/locust_retry.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8200 \\
         --batch-share 0 --retry-attempts 4 --records reports/requests.jsonl
 
-Options beyond the locustfile's (`_add_retry_options`): the retry policy and the `--records` log.
-Locust's stats count every attempt under `<name> attempt` and what the user saw under `<name>`.
+Options beyond the locustfile's (`_add_retry_options`): the retry policy (a 429 or 503 with
+`Retry-After` waits what it asks, up to `--retry-max-after-s`; 413 and 422 are never retried) and the
+`--records` log. Locust's stats count every attempt under `<name> attempt` and what the user saw
+under `<name>`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def _add_retry_options(parser: Any) -> None:
     add("--retry-attempts", type=int, default=int(env("LOADTEST_RETRY_ATTEMPTS", "4")), help="1 = none")
     add("--retry-backoff-s", type=float, default=RetryPolicy.backoff_s)
     add("--retry-timeout-s", type=float, default=RetryPolicy.timeout_s)
+    add("--retry-max-after-s", type=float, default=RetryPolicy.max_retry_after_s, help="Retry-After cap")
     add("--records", default=env("LOADTEST_RECORDS", ""), help="JSON-lines request log")
 
 
@@ -48,7 +51,7 @@ def _close_records(**_: Any) -> None:
 
 
 class RetryingClassifierUser(base.ClassifierUser):
-    """`ClassifierUser` whose requests are retried on no answer, 500, 502, 503 and 504."""
+    """`ClassifierUser` whose requests are retried on no answer, 429, 500, 502, 503 and 504."""
 
     def __init__(self, environment: Any) -> None:
         self.policy = RetryPolicy()
@@ -57,6 +60,7 @@ class RetryingClassifierUser(base.ClassifierUser):
                 max_attempts=opts.retry_attempts,
                 backoff_s=opts.retry_backoff_s,
                 max_backoff_s=max(RetryPolicy.max_backoff_s, opts.retry_backoff_s),
+                max_retry_after_s=opts.retry_max_after_s,
                 timeout_s=opts.retry_timeout_s,
             )
         # Per attempt, instead of Locust's 60 s: read by FastHttpUser.__init__ to build the client.
@@ -86,4 +90,5 @@ class RetryingClassifierUser(base.ClassifierUser):
             record |= {"attempts": attempts, "first_status": first[0], "first_error": first[1]}
             record |= {"status": status, "error": problem}
             record["replica"] = response.headers.get("x-replica-id") if status else None
+            record["retry_after"] = response.headers.get("retry-after") if status else None
             _records[0].write(json.dumps(record) + "\n")

@@ -18,180 +18,42 @@ sum is the node's memory, the object store's weights included; USS leaves every 
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import math
 import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from benchmarks.harness import ROOT
 from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
-from benchmarks.harness.load import ClosedLoopUsers, post_text, random_texts, wait_serving, wait_until
-from benchmarks.harness.replicas import MIB, serve_replicas
+from benchmarks.harness.clones import CLONE_VARIANT, CLONES_DIR, ensure_clones
+from benchmarks.harness.load import (
+    measure_round_robin,
+    random_texts,
+    summarize_requests,
+    wait_serving,
+    wait_until,
+)
+from benchmarks.harness.machine import lscpu
+from benchmarks.harness.node_memory import median_memory, role_pids, stored_weights_mib
+from benchmarks.harness.replicas import pool_held, serve_replicas
 from benchmarks.harness.session import ServeSession, app_entry, pool_entry
 from deployments.serve_config import load_serve_config
-from loading.artifact import (
-    VARIANT_FILE,
-    WEIGHTS_FILE,
-    content_hash,
-    read_variant_info,
-    update_variant_info,
-    verify_artifact,
-)
+from loading.artifact import VARIANT_FILE
 from loading.host import machine_info
 
-__all__ = [
-    "CLONES_DIR",
-    "ROLES",
-    "build_clone",
-    "compare",
-    "ensure_clones",
-    "main",
-    "node_memory",
-    "percentile",
-    "role_of",
-    "summarize_requests",
-]
+__all__ = ["RECORD", "compare", "main", "summary_lines"]
 
 logger = logging.getLogger(__name__)
 
-CLONES_DIR = ROOT / "artifacts" / "many-models"  # built once, reused by later runs
+VARIANT = CLONE_VARIANT  # each clone is served as its model's one variant
 RECORD = ROOT / "docs" / "benchmarks" / "many_models.json"  # what docs/BENCHMARKS.md and the cost report read
-VARIANT = "base"  # each clone is served as its model's one variant
-NOISE = 0.01  # x each tensor's std, on every tensor: every clone's bytes differ, as distinct models' do
-HEAD_NOISE = 0.5  # x the classifier head's std: the clones' predictions differ visibly
 TARGET_RPS_RATIO = 0.85  # the pool's req/s over the dedicated apps' must reach this
 TARGET_MEMORY_RATIO = 0.20  # and its node memory over theirs stay below this
-ROLES = ("replicas", "serve_controller", "ingress", "model_store", "idle_workers", "ray_system")
-
-
-def clone_name(i: int) -> str:
-    return f"m{i:02d}"
-
-
-def _clone_record(source_hash: str, seed: int, noise: float, head_noise: float) -> dict[str, Any]:
-    return {"source_hash": source_hash, "seed": seed, "noise": noise, "head_noise": head_noise}
-
-
-def build_clone(
-    source: Path, out_dir: Path, seed: int, *, noise: float = NOISE, head_noise: float = HEAD_NOISE
-) -> Path:
-    """A copy of the artifact `source` at `out_dir` whose float tensors get seeded Gaussian noise
-    (`noise` x each tensor's std; `head_noise` for `classifier.*`), with a variant.json that
-    `verify_artifact` accepts (hash and size of the new weights; no accuracy: never measured).
-
-    Written in a temp folder and renamed, so an interrupted build leaves no half clone.
-    """
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    if not noise >= 0 or not head_noise >= 0:
-        raise ValueError(f"noise and head_noise must be >= 0, got {noise}, {head_noise}")
-    source_info = verify_artifact(source)
-    generator = torch.Generator().manual_seed(seed)
-    tensors = load_file(str(source / WEIGHTS_FILE))
-    for name in sorted(tensors):  # a fixed order: the same seed gives the same clone
-        t = tensors[name]
-        scale = head_noise if name.startswith("classifier.") else noise
-        if t.is_floating_point() and t.numel() > 1 and scale > 0:
-            std = float(t.float().std())
-            tensors[name] = t + torch.randn(t.shape, generator=generator, dtype=t.dtype) * (scale * std)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for f in source.iterdir():
-            if f.is_file() and f.name not in (WEIGHTS_FILE, VARIANT_FILE):
-                shutil.copy2(f, tmp / f.name)
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / VARIANT_FILE).write_text(source_info.to_json())
-        parameters = {
-            **source_info.parameters,
-            "clone": _clone_record(source_info.content_hash, seed, noise, head_noise),
-        }
-        update_variant_info(
-            tmp,
-            name=VARIANT,
-            parent=source_info.name,
-            parameters=parameters,
-            content_hash=content_hash(tmp / WEIGHTS_FILE),
-            weights_bytes=(tmp / WEIGHTS_FILE).stat().st_size,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            accuracy=None,
-        )
-        verify_artifact(tmp)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def ensure_clones(source: Path, count: int, root: Path = CLONES_DIR, seed: int = 0) -> dict[str, Path]:
-    """`count` clones of `source` ({model name: folder}), building only those missing or stale."""
-    source_hash = verify_artifact(source).content_hash
-    out = {}
-    for i in range(count):
-        name, folder = clone_name(i), root / clone_name(i)
-        want = _clone_record(source_hash, seed + i, NOISE, HEAD_NOISE)
-        try:
-            have = read_variant_info(folder).parameters.get("clone")
-        except ValueError:  # no folder yet (ArtifactError), or a broken one: build it again
-            have = None
-        if have != want:
-            started = time.perf_counter()
-            build_clone(source, folder, seed + i)
-            logger.info("built clone %s in %.1f s", folder, time.perf_counter() - started)
-        out[name] = folder
-    return out
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0-100) by linear interpolation between the closest ranks; None if empty."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summarize_requests(rows: list[tuple], start: float, end: float) -> dict[str, Any]:
-    """Requests answered within [start, end]: count, failures, req/s (answered 200), p50/p99 ms, and
-    the spread of answers over routes. Rows: (epoch, route, status, latency ms, replica, attach ms)."""
-    window = [r for r in rows if start <= r[0] <= end]
-    ok = [r for r in window if r[2] == 200]
-    per_route: dict[str, int] = {}
-    for r in ok:
-        per_route[r[1]] = per_route.get(r[1], 0) + 1
-    latencies = [r[3] for r in ok]
-    seconds = end - start
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    return {
-        "seconds": round(seconds, 2),
-        "requests": len(window),
-        "failed": len(window) - len(ok),
-        "requests_per_s": round(len(ok) / seconds, 2) if seconds > 0 else 0.0,
-        "p50_ms": None if p50 is None else round(p50, 1),
-        "p99_ms": None if p99 is None else round(p99, 1),
-        "routes_answered": len(per_route),
-        "answers_per_route_min_max": [min(per_route.values()), max(per_route.values())] if per_route else [],
-        "replicas_answering": len({r[4] for r in ok}),
-    }
 
 
 def _attaches(rows: list[tuple], start: float) -> dict[str, int]:
@@ -202,60 +64,6 @@ def _attaches(rows: list[tuple], start: float) -> dict[str, int]:
         if status == 200:
             first.setdefault((replica, route, attach_ms), at)
     return {"seen": len(first), "in_window": sum(1 for at in first.values() if at >= start)}
-
-
-def role_of(cmdline: list[str]) -> str:
-    """Which part of the node a process of this Ray session is, from its command line."""
-    cmd = " ".join(cmdline)
-    program = Path(cmdline[0]).name if cmdline else ""
-    if cmd.startswith("ray::ServeReplica"):
-        return "replicas"
-    if cmd.startswith("ray::ServeController"):
-        return "serve_controller"
-    if cmd.startswith(("ray::ProxyActor", "ray::HAProxyManager")) or program == "haproxy":
-        return "ingress"  # HAProxy, its manager actor, and Serve's Python proxy (idle under HAProxy)
-    if cmd.startswith("ray::ModelStore"):
-        return "model_store"
-    if cmd.startswith("ray::IDLE"):
-        return "idle_workers"  # pre-started workers, the spare warm worker (deployments/warm_worker.py)
-    return "ray_system"  # raylet, GCS, Ray's agents and log monitor, any other worker
-
-
-def _session_processes() -> list[psutil.Process]:
-    """Every process this one started, at any depth: the whole local Ray session."""
-    return psutil.Process().children(recursive=True)
-
-
-def node_memory(processes: list[psutil.Process] | None = None) -> dict[str, Any]:
-    """USS, PSS and RSS (MiB) summed by role and in total over `processes` (default: this session's)."""
-    by_role = {role: {"processes": 0, "uss_mib": 0.0, "pss_mib": 0.0, "rss_mib": 0.0} for role in ROLES}
-    for proc in _session_processes() if processes is None else processes:
-        try:
-            role = role_of(proc.cmdline())
-            info = proc.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue  # gone meanwhile
-        entry = by_role[role]
-        entry["processes"] += 1
-        for key, value in (("uss_mib", info.uss), ("pss_mib", info.pss), ("rss_mib", info.rss)):
-            entry[key] += value / MIB
-    total = {k: sum(r[k] for r in by_role.values()) for k in ("processes", "uss_mib", "pss_mib", "rss_mib")}
-    return {"total": total, "by_role": by_role}
-
-
-def _median_memory(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each figure's median over the samples (and the peak of the totals)."""
-
-    def med(values: list[float]) -> float:
-        return round(statistics.median(values), 1)
-
-    keys = ("processes", "uss_mib", "pss_mib", "rss_mib")
-    return {
-        "samples": len(samples),
-        "total": {k: med([s["total"][k] for s in samples]) for k in keys},
-        "peak_total": {k: round(max(s["total"][k] for s in samples), 1) for k in keys[1:]},
-        "by_role": {role: {k: med([s["by_role"][role][k] for s in samples]) for k in keys} for role in ROLES},
-    }
 
 
 def compare(dedicated: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
@@ -286,71 +94,22 @@ def compare(dedicated: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class RoundRobinUsers(ClosedLoopUsers):
-    """The harness's closed-loop users, each cycling over `routes` (user i starts at route i) and
-    sending real `texts`; rows: (epoch, route, status, latency ms, x-replica-id, x-weights-load-ms)."""
-
-    def __init__(self, url: str, routes: list[str], texts: list[str], requests: list[tuple]) -> None:
-        super().__init__(url, routes[0], requests)
-        self.routes, self.texts = routes, texts
-        self._users = itertools.count()
-
-    def _run(self, client: httpx.Client) -> None:
-        user = next(self._users)
-        with client:
-            for k in itertools.count(user):
-                if self.stop.is_set():
-                    return
-                route = self.routes[k % len(self.routes)]
-                text = self.texts[(user * 7919 + k) % len(self.texts)]
-                started = time.perf_counter()
-                r = post_text(client, self.url, route, text)
-                latency_ms = (time.perf_counter() - started) * 1e3
-                row = (
-                    time.time(),
-                    route,
-                    r.status_code if r is not None else 0,
-                    latency_ms,
-                    r.headers.get("x-replica-id", "") if r is not None else "",
-                    r.headers.get("x-weights-load-ms", "") if r is not None else "",
-                )
-                with self.lock:
-                    self.requests.append(row)
-
-
-def _memory_sampler(every_s: float, samples: list[dict[str, Any]], stop: threading.Event) -> threading.Thread:
-    def run() -> None:
-        while not stop.wait(every_s):
-            samples.append(node_memory())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def _measure(url: str, routes: list[str], texts: list[str], args: Any) -> dict[str, Any]:
     """`args.users` round-robin users: `args.warmup_s` unmeasured, then `args.seconds` measured, the
     node's memory sampled every `args.memory_every_s` meanwhile (and once at the end)."""
-    rows: list[tuple] = []
-    users = RoundRobinUsers(url, routes, texts, rows)
-    samples: list[dict[str, Any]] = []
-    stop = threading.Event()
-    try:
-        users.add(args.users)
-        time.sleep(args.warmup_s)
-        start = time.time()
-        sampler = _memory_sampler(args.memory_every_s, samples, stop)
-        time.sleep(args.seconds)
-        end = time.time()
-        stop.set()
-        sampler.join()
-        samples.append(node_memory())  # still under load: the users stop below
-    finally:
-        stop.set()
-        users.close()
+    window = measure_round_robin(
+        url,
+        routes,
+        texts,
+        users=args.users,
+        warmup_s=args.warmup_s,
+        seconds=args.seconds,
+        memory_every_s=args.memory_every_s,
+    )
     return {
-        "load": summarize_requests(rows, start, end) | {"attaches": _attaches(rows, start)},
-        "memory": _median_memory(samples),
+        "load": summarize_requests(window.rows, window.start, window.end)
+        | {"attaches": _attaches(window.rows, window.start)},
+        "memory": median_memory(window.memory_samples),
         "load_avg_1_5_15m": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -366,14 +125,7 @@ def _settle(
         pids = {r.get("pid") for r in running}
         if len(running) != replicas or pids & old_pids:
             return False
-        alive = set()
-        for proc in _session_processes():
-            try:
-                if role_of(proc.cmdline()) == "replicas":
-                    alive.add(proc.pid)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        return alive <= pids
+        return role_pids("replicas") <= pids
 
     wait_until(settled, timeout_s, f"{replicas} replicas of {apps} alone", interval_s=1.0)
 
@@ -411,44 +163,6 @@ def _pool_app(
     )
 
 
-def _pool_held(url: str, asks: int = 20) -> dict[str, int]:
-    """{replica id: variants it holds}, from the pool's /healthz asked `asks` times (both replicas answer)."""
-    held: dict[str, int] = {}
-    with httpx.Client(timeout=10) as client:
-        for _ in range(asks):
-            try:
-                body = client.get(f"{url}/pool/healthz").json()
-            except (httpx.HTTPError, ValueError):
-                continue
-            held[body.get("replica_id", "?")] = len(body.get("held", {}))
-    return held
-
-
-def _stored_weights_mib() -> float:
-    """The weights the model store holds in the object store (every arena, once)."""
-    import ray
-
-    from loading.model_store import model_store
-
-    stored = ray.get(model_store().variants.remote())
-    return round(sum(v.get("arena_bytes", 0) for v in stored.values()) / MIB, 1)
-
-
-def _cpu() -> dict[str, Any]:
-    """`lscpu`'s model name and whether the CPU has AVX-512 VNNI (int8 matmuls) and AMX."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        text = ""
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    return {
-        "model_name": fields.get("Model name", "unknown").strip(),
-        "avx512_vnni": "avx512_vnni" in flags,
-        "amx_int8": "amx_int8" in flags,
-    }
-
-
 def _pool_num_cpus(config: str) -> float:
     pool = load_serve_config(config).pool_app() or {}
     return max(
@@ -463,7 +177,7 @@ def run(args: Any, command: str) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "quick": args.quick,
-        "cpu": _cpu(),
+        "cpu": lscpu(),
         "machine": machine_info() | {"memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
         "models": len(clones),
         "source": str(args.source),
@@ -498,7 +212,7 @@ def run(args: Any, command: str) -> dict[str, Any]:
         _settle(session, names, len(names), set(), args.deploy_timeout_s)
         logger.info("dedicated: %d apps serving; measuring", len(names))
         setups["dedicated"] = _measure(url, [f"{n}/{VARIANT}" for n in names], texts, args)
-        setups["dedicated"]["stored_weights_mib"] = _stored_weights_mib()
+        setups["dedicated"]["stored_weights_mib"] = stored_weights_mib()
         # (b) the warm pool, every model held; (c) the pool with fewer held than served
         pools = [("pool", len(names))]
         if args.churn_max_models:
@@ -511,8 +225,8 @@ def run(args: Any, command: str) -> dict[str, Any]:
                 wait_serving(url, f"pool/{name}/{VARIANT}", args.deploy_timeout_s)
             logger.info("%s: serving; measuring", label)
             setups[label] = _measure(url, [f"pool/{n}/{VARIANT}" for n in names], texts, args)
-            setups[label] |= {"max_models": max_models, "held_per_replica": _pool_held(url)}
-            setups[label]["stored_weights_mib"] = _stored_weights_mib()
+            setups[label] |= {"max_models": max_models, "held_per_replica": pool_held(url)}
+            setups[label]["stored_weights_mib"] = stored_weights_mib()
             old = _replica_pids(session, ["pool"])
     result["setups"] = setups
     result["pool_vs_dedicated"] = compare(setups["dedicated"], setups["pool"])

@@ -24,7 +24,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.auth import OPEN_ROUTES, ApiKeys
 
-__all__ = ["InputError", "NotServedError", "install_error_handlers", "require_json"]
+__all__ = [
+    "InputError",
+    "NotServedError",
+    "OverloadedError",
+    "TooManyTokensError",
+    "install_error_handlers",
+    "require_json",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,23 @@ _FASTAPI_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 wh
 
 class InputError(ValueError):
     """A request the caller got wrong (answered with 422 and the message)."""
+
+
+class TooManyTokensError(InputError):
+    """A request whose texts together tokenize past `max_request_tokens` (413, before model work)."""
+
+    def __init__(self, message: str, limit: int, tokens: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.tokens = tokens
+
+
+class OverloadedError(RuntimeError):
+    """The replica's queue cannot take the request now: 503 with `Retry-After` (seconds)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotServedError(LookupError):
@@ -109,6 +133,16 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(InputError)
     async def _input(_: Request, exc: InputError) -> JSONResponse:
         return _error(422, str(exc))
+
+    @api.exception_handler(TooManyTokensError)
+    async def _too_many_tokens(_: Request, exc: TooManyTokensError) -> JSONResponse:
+        return _error(413, str(exc), limit=exc.limit, tokens=exc.tokens)
+
+    @api.exception_handler(OverloadedError)
+    async def _overloaded(_: Request, exc: OverloadedError) -> JSONResponse:
+        # 503, not 429: the replica is busy, whoever asks; the client backs off for Retry-After.
+        headers = {"retry-after": str(exc.retry_after_s)}
+        return _error(503, str(exc), headers=headers, retry_after_s=exc.retry_after_s)
 
     @api.exception_handler(NotServedError)
     async def _not_served(_: Request, exc: NotServedError) -> JSONResponse:

@@ -2,11 +2,10 @@
 
 `serve_config.yaml` builds one application per model variant from `app_builder`, each mounted at
 `/<model>/<variant>`: the variant's own replicas, isolated from the others' load. Replicas attach
-their weights zero-copy from the model store; requests from all callers are batched together with
-`@serve.batch`.
+their weights zero-copy from the model store; requests from all callers are batched together,
+fairly and in token-bounded passes (`deployments.scheduler`).
 """
 
-import asyncio
 import logging
 import os
 import time
@@ -31,13 +30,15 @@ from deployments.protocol import (
     InfoResponse,
     ServingLimits,
     check_texts,
+    check_tokens,
     served_key,
 )
+from deployments.scheduler import FairScheduler
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
 from loading.host import process_start_time
 from loading.memory import IdleTrim, trim_heap
-from loading.predict import Prediction, Predictor
+from loading.predict import Predictor
 from loading.store import attach, import_model_code, load_from_disk, set_threads
 
 __all__ = ["ClassifierArgs", "Classifier", "app_builder"]
@@ -96,6 +97,12 @@ class Classifier:
         trim_heap()  # the skeleton's unpickling leftovers
         self.metrics = ServingMetrics()
         self.metrics.attached(args.model, args.variant, self.attached.attach_ms)
+        self.key = served_key(args.model, args.variant)
+        self.scheduler = FairScheduler(
+            max_batch_tokens=args.max_batch_tokens,
+            max_queued_tokens=args.max_queued_tokens,
+            on_pass=self._counted,
+        )
         weights_done = time.time()
         self.predictor = Predictor(self.attached.model, self.attached.tokenizer, args.max_tokens)
         # Wall-clock times (epoch s) of this replica's start, for the cold-start breakdown. Before
@@ -137,37 +144,37 @@ class Classifier:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Retune batching without restarting the replica (`user_config` in the YAML)."""
-        self._classify_batch.set_max_batch_size(int(config.get("max_batch_size", 16)))
-        self._classify_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+        self.scheduler.max_batch_size = int(config.get("max_batch_size", 16))
+        self.scheduler.batch_wait_s = float(config.get("batch_wait_timeout_s", 0.01))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _classify_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        # The model runs on the event loop's own thread. In a worker thread it had to win the GIL
-        # back from the loop after every torch op, and served 16% fewer texts/s (docs/BENCHMARKS.md).
-        # Requests arriving meanwhile wait in the actor's queue and form the next batch.
-        predictions = self._predict(texts)
-        self.metrics.batch(
-            self.args.model, self.args.variant, len(texts), sum(p.truncated for p in predictions)
-        )
-        # Hand freed activations back to the OS once the replica goes idle, not after every batch
-        # (trimming costs 2-3% when batches follow each other): idle replicas stay small.
-        self._trim.touch()
-        return [p.to_dict() for p in predictions]
-
-    def _predict(self, texts: list[str]) -> list[Prediction]:
-        start = time.perf_counter()
-        predictions = self.predictor.predict(texts, len(texts))
-        if self.startup["first_inference_ms"] is None:
-            self.startup["first_inference_ms"] = (time.perf_counter() - start) * 1e3
-        return predictions
+    def _counted(self, _key: str, encodings: list[Any]) -> None:
+        """Metrics of one request's share of a forward pass."""
+        truncated = sum(bool(e.overflowing) for e in encodings)
+        self.metrics.batch(self.args.model, self.args.variant, len(encodings), truncated)
 
     @api.post("/classify", dependencies=[Depends(require_json)])
     async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
         """Classify texts; predictions come back in input order."""
         texts = request.as_list()
         check_texts(texts, self.args)
-        predictions = await asyncio.gather(*(self._classify_batch(t) for t in texts))
-        return {"model": self.args.model, "variant": self.args.variant, "predictions": list(predictions)}
+        encodings, truncated = self.predictor.encode(texts)  # once: counted, then run in passes
+        check_tokens(encodings, self.args)
+        # The model runs on the event loop's own thread, one pass at a time, yielding between passes
+        # (deployments/scheduler.py). In a worker thread it had to win the GIL back from the loop
+        # after every torch op and served 16% fewer texts/s (docs/BENCHMARKS.md).
+        start = time.perf_counter()
+        probs = await self.scheduler.run(self.key, self.predictor.forward, encodings)
+        if self.startup["first_inference_ms"] is None:
+            self.startup["first_inference_ms"] = (time.perf_counter() - start) * 1e3
+        # Hand freed activations back to the OS once the replica goes idle, not after every batch
+        # (trimming costs 2-3% when batches follow each other): idle replicas stay small.
+        self._trim.touch()
+        predictions = self.predictor.predictions(probs, truncated)
+        return {
+            "model": self.args.model,
+            "variant": self.args.variant,
+            "predictions": [p.to_dict() for p in predictions],
+        }
 
     @api.get("/healthz")
     async def healthz(self) -> HealthResponse:

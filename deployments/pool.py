@@ -42,8 +42,10 @@ from deployments.protocol import (
     PoolHealthResponse,
     ServingLimits,
     check_texts,
+    check_tokens,
     served_key,
 )
+from deployments.scheduler import FairScheduler
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
 from loading.host import process_start_time
@@ -175,6 +177,11 @@ class Pool:
 
         self._loader = load
         self.metrics = ServingMetrics()
+        self.scheduler = FairScheduler(
+            max_batch_tokens=args.max_batch_tokens,
+            max_queued_tokens=args.max_queued_tokens,
+            on_pass=self._counted,
+        )
         self._held_keys: set[str] = set()  # what the cache held after our last look: its evictions
         self._variant = serve.multiplexed(max_num_models_per_replica=args.max_models)(load)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
@@ -195,8 +202,8 @@ class Pool:
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Retune batching without restarting the replica (`user_config` in the YAML)."""
-        self._classify_batch.set_max_batch_size(int(config.get("max_batch_size", 16)))
-        self._classify_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+        self.scheduler.max_batch_size = int(config.get("max_batch_size", 16))
+        self.scheduler.batch_wait_s = float(config.get("batch_wait_timeout_s", 0.01))
 
     async def _attach(self, key: str) -> _Held:
         """Serve's multiplexed loader: attach `key`, then drop the least recent past the budget."""
@@ -278,21 +285,10 @@ class Pool:
     async def _held(self, model: str | None, variant: str) -> _Held:
         return await self._variant(self._key(model, variant))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _classify_batch(self, items: list[tuple[_Held, str]]) -> list[dict[str, Any]]:
-        # One forward pass per variant in the batch; answers go back in arrival order.
-        results: list[dict[str, Any] | None] = [None] * len(items)
-        groups: dict[str, list[int]] = {}
-        for i, (held, _) in enumerate(items):
-            groups.setdefault(held.key, []).append(i)
-        for indices in groups.values():
-            held = items[indices[0]][0]
-            predictions = held.predictor.predict([items[i][1] for i in indices], len(indices))
-            self.metrics.batch(held.model, held.variant, len(indices), sum(p.truncated for p in predictions))
-            for i, p in zip(indices, predictions, strict=True):
-                results[i] = p.to_dict()
-        self._trim.touch()
-        return results
+    def _counted(self, key: str, encodings: list[Any]) -> None:
+        """Metrics of one request's share of a forward pass."""
+        model, variant = key.split("/", 1)
+        self.metrics.batch(model, variant, len(encodings), sum(bool(e.overflowing) for e in encodings))
 
     async def _classify(
         self, model: str | None, variant: str, request: ClassifyRequest, response: Response
@@ -300,12 +296,21 @@ class Pool:
         texts = request.as_list()
         check_texts(texts, self.args)
         held = await self._held(model, variant)
-        predictions = await asyncio.gather(*(self._classify_batch((held, t)) for t in texts))
+        encodings, truncated = held.predictor.encode(texts)  # once: counted, then run in passes
+        check_tokens(encodings, self.args)
+        # One scheduler for every variant: a round runs one variant's texts, rounds take turns.
+        probs = await self.scheduler.run(held.key, held.predictor.forward, encodings)
+        self._trim.touch()
         response.headers["x-model"] = held.model
         response.headers["x-variant"] = held.variant
         response.headers["x-weights-load-ms"] = f"{held.attached.attach_ms:.3f}"
         response.headers["x-weights-loaded-from"] = held.attached.loaded_from
-        return {"model": held.model, "variant": held.variant, "predictions": list(predictions)}
+        predictions = held.predictor.predictions(probs, truncated)
+        return {
+            "model": held.model,
+            "variant": held.variant,
+            "predictions": [p.to_dict() for p in predictions],
+        }
 
     @pool_api.get("/healthz")
     @pool_api.get(f"/{POOL_ALIAS}/healthz")

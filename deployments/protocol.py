@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
-from deployments.boundary import InputError
+from deployments.boundary import InputError, TooManyTokensError
 from deployments.serve_config import DEFAULT_MODEL
 from loading.accuracy import ACCURACY_BUDGET_POINTS
 from loading.store import Int8Kernel, SparseKernel
@@ -30,6 +30,7 @@ __all__ = [
     "PredictionOut",
     "ServingLimits",
     "check_texts",
+    "check_tokens",
     "served_key",
 ]
 
@@ -52,6 +53,15 @@ class ServingLimits(BaseModel):
     max_text_chars: int = Field(20_000, ge=1)  # per text: tokenizing huge strings costs CPU
     max_tokens: int | None = Field(None, ge=8)  # None: the model's maximum; longer texts truncated
     max_body_bytes: int = Field(2_000_000, ge=1024)  # refused before the JSON is parsed
+    # Work in tokens (issue 20; docs/RELIABILITY.md, "Heavy requests"). A forward pass holds at most
+    # max_batch_tokens padded tokens: 2048 runs in ~0.33 s at 512-token texts on one core with the
+    # tokens/s of bigger passes (docs/benchmarks/pass_tokens.json), so a short request waits at most
+    # about that long behind others. A request's texts together may hold max_request_tokens (413
+    # beyond, before model work: 32 full 512-token texts); a replica queues at most
+    # max_queued_tokens (503 with Retry-After beyond: ~13 s of work at ~5,000 tokens/s).
+    max_batch_tokens: int = Field(2048, ge=64)
+    max_request_tokens: int = Field(16384, ge=8)
+    max_queued_tokens: int = Field(65536, ge=8)
     body_timeout_s: float = Field(10.0, gt=0)  # a body still arriving after this frees its slot (408)
     int8_kernel: Int8Kernel = Int8Kernel.AUTO  # shared int8 weights, or fbgemm where the CPU lacks VNNI/AMX
     sparse_kernel: SparseKernel = SparseKernel.SHARED  # pruned-75: ties dense at 32x128, saves 42 MB/replica
@@ -160,6 +170,18 @@ def _visible(ch: str) -> bool:
     The tokenizer drops those, so a text of nothing else would be classified as the empty string.
     """
     return not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp")
+
+
+def check_tokens(encodings: list[Any], limits: ServingLimits) -> None:
+    """Raise `TooManyTokensError` (a 413) when a request's texts hold more than `max_request_tokens`."""
+    tokens = sum(len(e.ids) for e in encodings)
+    if tokens > limits.max_request_tokens:
+        raise TooManyTokensError(
+            f"the texts hold {tokens} tokens together; a request may hold at most max_request_tokens = "
+            f"{limits.max_request_tokens} (send fewer or shorter texts per request)",
+            limits.max_request_tokens,
+            tokens,
+        )
 
 
 def check_texts(texts: list[str], limits: ServingLimits) -> None:

@@ -128,3 +128,37 @@ def model_store() -> ray.actor.ActorHandle:
         # worker that can vanish (every node's replicas would lose their weights with it).
         resources={"node:__internal_head__": 0.001},
     ).remote()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m loading.model_store list | drop <model>` against the running cluster's store."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m loading.model_store", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every stored model/variant with its folder and sizes (JSON)")
+    drop = sub.add_parser("drop", help="forget every variant of a model no application serves any more")
+    drop.add_argument("model")
+    args = parser.parse_args(argv)
+    if not ray.is_initialized():
+        try:
+            ray.init(address="auto", namespace=STORE_NAMESPACE, logging_level=logging.WARNING)
+        except ConnectionError as exc:
+            raise SystemExit(f"no running Ray cluster to ask ({exc}); start one with `make serve`") from None
+    try:
+        store = ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE)
+    except ValueError:
+        raise SystemExit("this cluster has no model store yet: nothing is stored") from None
+    if args.command == "list":
+        print(json.dumps(ray.get(store.variants.remote()), indent=2, sort_keys=True))
+        return 0
+    dropped = ray.get(store.drop_model.remote(args.model))
+    if not dropped:
+        raise SystemExit(f"the store holds no variant of model {args.model!r}")
+    print(f"dropped {', '.join(dropped)}; their memory is freed once no replica holds them")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,22 +21,31 @@ __all__ = ["Prediction", "Predictor", "plan_passes"]
 MAX_PADDING = 0.1  # padded tokens allowed per real token in one forward pass (docs/BENCHMARKS.md)
 
 
-def plan_passes(lengths: list[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+def plan_passes(
+    lengths: list[int],
+    batch_size: int,
+    max_padding: float = MAX_PADDING,
+    max_batch_tokens: int | None = None,
+) -> list[list[int]]:
     """Indices of `lengths` grouped into forward passes: sorted by length, at most `batch_size` each,
-    and padding (to the pass's longest) at most `max_padding` x the pass's real tokens.
+    padding (to the pass's longest) at most `max_padding` x the pass's real tokens, and at most
+    `max_batch_tokens` padded tokens per pass (a text longer than that alone in its pass).
 
     Attention costs grow with the padded length, so a batch of mixed lengths padded to its longest
-    wastes compute on padding; several shorter passes cost a little per-pass overhead instead.
+    wastes compute on padding; several shorter passes cost a little per-pass overhead instead. The
+    token bound caps how long one pass holds the replica (docs/RELIABILITY.md, "Heavy requests").
     """
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     passes: list[list[int]] = []
     tokens = 0
+    budget = max_batch_tokens if max_batch_tokens is not None else float("inf")
     for i in order:
         current = passes[-1] if passes else None
         if (
             current is not None
             and len(current) < batch_size
             and (len(current) + 1) * lengths[i] <= (1 + max_padding) * (tokens + lengths[i])
+            and (len(current) + 1) * lengths[i] <= budget  # sorted: lengths[i] is the pass's longest
         ):
             current.append(i)
             tokens += lengths[i]
@@ -92,26 +101,34 @@ class Predictor:
         self.max_tokens = min(model_max, max_tokens or model_max)
         self.labels = [str(config.id2label[i]) for i in range(config.num_labels)]
 
-    def probabilities(self, texts: list[str], batch_size: int = 32) -> tuple[torch.Tensor, list[bool]]:
+    def encode(self, texts: list[str]) -> tuple[list[Any], list[bool]]:
+        """Each text's token encoding (cut to `max_tokens`) and which were cut: tokenize once, then
+        count a request's tokens and run it in passes from the same encodings."""
+        return self.encoder.encode(texts, self.max_tokens)
+
+    def forward(self, encodings: list[Any]) -> torch.Tensor:
+        """Class probabilities `(B, num_labels)` of one forward pass over `encodings`."""
+        batch = self.encoder.pad(encodings)  # (B, T), T = longest in the pass
+        with torch.inference_mode():
+            out = self.model(**batch)  # our BERT's ClassifierOutput, or a transformers output
+        logits = out if isinstance(out, torch.Tensor) else out.logits  # (B, num_labels)
+        return torch.softmax(logits.float(), dim=-1)
+
+    def probabilities(
+        self, texts: list[str], batch_size: int = 32, max_batch_tokens: int | None = None
+    ) -> tuple[torch.Tensor, list[bool]]:
         """Class probabilities `(N, num_labels)` in input order, and which texts were truncated."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        encoded, truncated = self.encoder.encode(texts, self.max_tokens)
-        passes = plan_passes([len(e.ids) for e in encoded], batch_size, self.max_padding)
+        encoded, truncated = self.encode(texts)
+        lengths = [len(e.ids) for e in encoded]
         probs = torch.empty(len(texts), len(self.labels))
-        with torch.inference_mode():
-            for idx in passes:
-                batch = self.encoder.pad([encoded[i] for i in idx])  # (B, T), T = longest in the pass
-                out = self.model(**batch)  # our BERT's ClassifierOutput, or a transformers output
-                logits = out if isinstance(out, torch.Tensor) else out.logits  # (B, num_labels)
-                probs[idx] = torch.softmax(logits.float(), dim=-1)
+        for idx in plan_passes(lengths, batch_size, self.max_padding, max_batch_tokens):
+            probs[idx] = self.forward([encoded[i] for i in idx])
         return probs, truncated
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
-        """Top label and probabilities for each text, in input order."""
-        if not texts:
-            return []
-        probs, truncated = self.probabilities(texts, batch_size)
+    def predictions(self, probs: torch.Tensor, truncated: list[bool]) -> list[Prediction]:
+        """`Prediction`s from rows of class probabilities and the texts' truncation flags."""
         results = []
         for row, cut in zip(probs.tolist(), truncated, strict=True):
             best = max(range(len(row)), key=row.__getitem__)
@@ -124,3 +141,9 @@ class Predictor:
                 )
             )
         return results
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+        """Top label and probabilities for each text, in input order."""
+        if not texts:
+            return []
+        return self.predictions(*self.probabilities(texts, batch_size))

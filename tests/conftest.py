@@ -111,6 +111,10 @@ TINY_ARGS = {
     "max_text_chars": 5000,
     "max_body_bytes": 100_000,
     "body_timeout_s": 2.0,
+    # Token bounds small enough for the tiny model (128 tokens per text at most) to reach them.
+    "max_batch_tokens": 256,
+    "max_request_tokens": 512,
+    "max_queued_tokens": 2048,
 }
 
 

@@ -145,3 +145,48 @@ def test_models_route_lists_both_models_with_recorded_accuracy(served):
     for model in listed.values():
         for entry in model.values():
             assert 0.5 < entry["accuracy"] <= 1 and entry["size_bytes"] > 0
+
+
+def test_short_requests_are_not_starved_by_the_largest_requests(served):
+    """Issue 20, by ordering: three clients send the largest request allowed (32 texts of 512
+    tokens) back to back while a fourth sends one short text at a time; counted: how many big
+    requests finish while each short one waits."""
+    import threading
+
+    long_text = "I cannot sleep, the rent is due and my exams start tomorrow. " * 60  # > 512 tokens
+    stop, lock = threading.Event(), threading.Lock()
+    finished: list[float] = []
+    statuses: list[int] = []
+
+    def big_client() -> None:
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                r = client.post(f"{URL}/classify", json={"texts": [long_text] * 32})
+                with lock:
+                    statuses.append(r.status_code)
+                    finished.append(time.monotonic())
+
+    clients = [threading.Thread(target=big_client) for _ in range(3)]
+    for t in clients:
+        t.start()
+    overtaken, health = [], []
+    try:
+        time.sleep(2)  # all three have a request in the replica
+        with httpx.Client(timeout=120) as client:
+            for _ in range(25):
+                sent = time.monotonic()
+                assert client.post(f"{URL}/classify", json={"text": "Lovely walk."}).status_code == 200
+                answered = time.monotonic()
+                health.append(client.get(f"{URL}/healthz").status_code)
+                with lock:
+                    overtaken.append(sum(sent < f < answered for f in finished))
+                time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
+    assert set(statuses) == {200} and len(statuses) >= 3, statuses
+    assert set(health) == {200}
+    # In arrival order a short request waits for the rest of every big one queued ahead: the median
+    # short request would see at least one finish. Interleaved, most see none.
+    assert sorted(overtaken)[len(overtaken) // 2] == 0 and max(overtaken) <= 3, overtaken

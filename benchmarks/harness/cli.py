@@ -21,7 +21,8 @@ __all__ = ["emit", "listed", "parser", "positive_int", "setup_logging"]
 def parser(module: str, doc: str | None, *, serve_port: int | None = None) -> argparse.ArgumentParser:
     """`python -m <module>`'s parser, described by the first paragraph of `doc`, with `--json`.
 
-    `serve_port`: the script starts its own Serve from a config; adds `--config` and `--port`.
+    `serve_port`: the script starts its own Serve from a config; adds `--config` and `--port` (this
+    default; 0 means the script picks a free port).
     """
     if module == "__main__":  # run as `python -m benchmarks.x`: name the module, not __main__
         module = getattr(sys.modules["__main__"].__spec__, "name", module)
@@ -30,8 +31,12 @@ def parser(module: str, doc: str | None, *, serve_port: int | None = None) -> ar
     p.add_argument("--json", action="store_true", help="print the record as one JSON object, last line")
     if serve_port is not None:
         p.add_argument("--config", default=str(DEFAULT_PATH), help="the Serve config to deploy from")
+        free = " (default 0: a free one)" if serve_port == 0 else ""
         p.add_argument(
-            "--port", type=int, default=serve_port, help="its own Serve on 127.0.0.1 (8000: make serve)"
+            "--port",
+            type=int,
+            default=serve_port,
+            help=f"its own Serve on 127.0.0.1{free} (8000: make serve)",
         )
     return p
 

@@ -14,6 +14,7 @@ __all__ = [
     "MemorySampler",
     "ingress_pid",
     "memory_mib",
+    "pool_held",
     "replica_counts",
     "replica_health",
     "serve_replicas",
@@ -57,6 +58,20 @@ def replica_health(
             if body.get("replica_id") == replica_id:
                 return body
     return None
+
+
+def pool_held(url: str, asks: int = 20) -> dict[str, int]:
+    """{replica id: variants it holds}, from the warm pool's /pool/healthz asked `asks` times (the
+    router spreads them, so every replica answers some)."""
+    held: dict[str, int] = {}
+    with httpx.Client(timeout=10) as client:
+        for _ in range(asks):
+            try:
+                body = client.get(f"{url}/pool/healthz").json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            held[body.get("replica_id", "?")] = len(body.get("held", {}))
+    return held
 
 
 def memory_mib(pid: int) -> dict[str, float] | None:

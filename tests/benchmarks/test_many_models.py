@@ -1,7 +1,9 @@
-"""Many-models benchmark: the clones it serves, its arithmetic and memory accounting, (slow) a quick run."""
+"""Many-models benchmark and the harness parts it rests on: the clones it serves, the request
+statistics, the node's memory by role, its own arithmetic, (slow) a quick run."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 
@@ -9,17 +11,11 @@ import pytest
 import torch
 
 from benchmarks import many_models
-from benchmarks.many_models import (
-    ROLES,
-    build_clone,
-    compare,
-    ensure_clones,
-    main,
-    node_memory,
-    percentile,
-    role_of,
-    summarize_requests,
-)
+from benchmarks.harness import clones
+from benchmarks.harness.clones import build_clone, ensure_clones
+from benchmarks.harness.load import percentile, summarize_requests
+from benchmarks.harness.node_memory import ROLES, NodeMemorySampler, median_memory, node_memory, role_of
+from benchmarks.many_models import compare, main
 from loading.artifact import ArtifactError, read_variant_info, verify_artifact
 from loading.checkpoint import load_model
 from tests.benchmarks import run_record
@@ -33,9 +29,9 @@ def _logits(folder) -> torch.Tensor:
 
 
 def test_clones_are_valid_artifacts_with_their_own_outputs(tiny_artifact, tmp_path):
-    clones = ensure_clones(tiny_artifact, 3, tmp_path, seed=5)
-    assert list(clones) == ["m00", "m01", "m02"]
-    infos = [verify_artifact(folder) for folder in clones.values()]  # the recorded hash matches
+    built = ensure_clones(tiny_artifact, 3, tmp_path, seed=5)
+    assert list(built) == ["m00", "m01", "m02"]
+    infos = [verify_artifact(folder) for folder in built.values()]  # the recorded hash matches
     source = read_variant_info(tiny_artifact)
     hashes = {source.content_hash, *(i.content_hash for i in infos)}
     assert len(hashes) == 4  # every clone's weights differ from the source's and each other's
@@ -44,7 +40,7 @@ def test_clones_are_valid_artifacts_with_their_own_outputs(tiny_artifact, tmp_pa
         assert info.parameters["clone"]["seed"] == 5 + i
         assert info.parameters["clone"]["source_hash"] == source.content_hash
         assert info.num_parameters == source.num_parameters
-    outputs = [_logits(tiny_artifact), *(_logits(folder) for folder in clones.values())]
+    outputs = [_logits(tiny_artifact), *(_logits(folder) for folder in built.values())]
     for a in range(len(outputs)):
         for b in range(a + 1, len(outputs)):
             assert (outputs[a] - outputs[b]).abs().max() > 1e-3
@@ -64,8 +60,8 @@ def test_a_clone_is_the_same_for_the_same_seed(tiny_artifact, tmp_path):
 def test_clones_are_built_once_and_rebuilt_when_stale_or_broken(tiny_artifact, tmp_path, monkeypatch):
     ensure_clones(tiny_artifact, 2, tmp_path)
     built = []
-    real = many_models.build_clone
-    monkeypatch.setattr(many_models, "build_clone", lambda *a, **k: built.append(a[1]) or real(*a, **k))
+    real = clones.build_clone
+    monkeypatch.setattr(clones, "build_clone", lambda *a, **k: built.append(a[1]) or real(*a, **k))
     ensure_clones(tiny_artifact, 2, tmp_path)
     assert built == []  # reused
     ensure_clones(tiny_artifact, 2, tmp_path, seed=1)  # other seeds: both rebuilt
@@ -163,8 +159,11 @@ def test_each_process_is_billed_to_its_role(cmdline, role):
 
 
 class _Proc:
+    _pids = itertools.count(1000)
+
     def __init__(self, cmdline: list[str], uss: int, pss: int, rss: int, gone: bool = False) -> None:
         self._cmdline, self._mem, self._gone = cmdline, (uss, pss, rss), gone
+        self.pid = next(self._pids)
 
     def cmdline(self) -> list[str]:
         if self._gone:
@@ -197,6 +196,32 @@ def test_node_memory_sums_every_process_by_role():
     }
     assert out["by_role"]["idle_workers"]["processes"] == 0
     assert out["total"] == {"processes": 3, "uss_mib": 530.0, "pss_mib": 680.0, "rss_mib": 1300.0}
+    assert "per_process" not in out
+    each = node_memory(procs, per_process=True)["per_process"]
+    assert sorted(p["role"] for p in each.values()) == ["ray_system", "replicas", "replicas"]
+    assert sum(p["uss_mib"] for p in each.values()) == 530.0
+
+
+def test_the_memory_summary_is_each_figures_median_and_the_totals_peak():
+    mib = 2**20
+    samples = [
+        node_memory([_Proc(["ray::ServeReplica:a"], uss * mib, 2 * uss * mib, 3 * uss * mib)])
+        for uss in (100, 300, 200)
+    ]
+    out = median_memory(samples)
+    assert out["samples"] == 3 and out["total"]["uss_mib"] == 200.0
+    assert out["peak_total"]["uss_mib"] == 300.0
+    replicas = {"processes": 1, "uss_mib": 200.0, "pss_mib": 400.0, "rss_mib": 600.0}
+    assert out["by_role"]["replicas"] == replicas
+    assert out["by_role"]["ingress"]["processes"] == 0
+
+
+def test_the_sampler_takes_a_last_sample_when_stopped_and_none_after():
+    sampler = NodeMemorySampler(every_s=60.0)  # no periodic sample within the test
+    sampler.start()
+    sampler.stop()
+    sampler.stop(final_sample=False)
+    assert len(sampler.samples) == 1 and set(sampler.samples[0]) == {"total", "by_role"}
 
 
 @pytest.mark.parametrize(

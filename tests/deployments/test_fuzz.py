@@ -23,6 +23,7 @@ from tests.conftest import TINY_ARGS
 MAX_TEXTS = TINY_ARGS["max_texts"]
 MAX_CHARS = TINY_ARGS["max_text_chars"]
 MAX_BYTES = TINY_ARGS["max_body_bytes"]
+MAX_REQUEST_TOKENS = TINY_ARGS["max_request_tokens"]
 TIMEOUT_S = 30.0  # per request: no answer within it counts as a hang
 
 
@@ -196,6 +197,10 @@ def _check(base_url: str, predictor, method: str, route: str, body: bytes, conte
     expected = _texts_if_valid(body, content_type)
     if expected is None:
         return r.status_code, "" if 400 <= r.status_code < 500 else "must be refused"
+    tokens = sum(len(e.ids) for e in predictor.encode(expected)[0])
+    if tokens > MAX_REQUEST_TOKENS:  # valid texts, too much work for one request
+        ok = r.status_code == 413 and r.json().get("tokens") == tokens
+        return r.status_code, "" if ok else f"{tokens} tokens must be refused with 413: {r.text[:200]}"
     if r.status_code != 200:
         return r.status_code, f"a valid request refused: {r.text[:200]}"
     got, want = r.json()["predictions"], predictor.predict(expected)

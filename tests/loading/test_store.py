@@ -299,3 +299,13 @@ def test_a_model_nobody_serves_is_dropped_from_the_store_with_all_its_variants(r
     assert ray.get(store.ensure.remote("gone/base", str(tiny_artifact)))["model_dir"] == str(tiny_artifact)
     for key in ("gone/base", "kept/base"):
         ray.get(store.drop.remote(key))
+
+
+def test_store_command_lists_and_drops_a_model(ray_session, tiny_artifact, capsys):
+    from loading.model_store import main, model_store
+
+    ray_session.get(model_store().ensure.remote("retired/base", str(tiny_artifact)))
+    assert main(["list"]) == 0 and "retired/base" in capsys.readouterr().out
+    assert main(["drop", "retired"]) == 0 and "dropped retired/base" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no variant of model 'retired'"):
+        main(["drop", "retired"])
