@@ -11,19 +11,22 @@ autoscaler's target are sampled every second. Sending stops after `--seconds`; r
 are then waited for (answered, refused, or lost: no answer).
 
 Two phases, each on a freshly deployed app warmed by one big request alone: one fixed replica;
-then the app's own `autoscaling_config` from `serve_config.yaml` (min 1, max 2), the same load. Reported per phase: short requests' count and p50/p95/max; big
-requests answered and refused (statuses of every attempt; Retry-After on every 429/503?); 5xx other
-than a 503 with Retry-After; requests lost; replica restarts (replicas gone or with a new pid while
-the app kept its size; `/base/healthz` replica ids and pids before and after); /healthz's worst
-latency; replicas over time. Targets: short p95 <= 1 s, no 5xx, no restarts, every big request
-answered or refused with Retry-After, every /healthz poll answered. Record: docs/benchmarks/heavy_mix.json
-(`--quick`: 15 s phases, reports/heavy_mix_quick.json).
+then the app's own `autoscaling_config` from `serve_config.yaml` (min 1, max 2), the same load.
+Reported per phase: short requests' count and p50/p95/max; big requests answered and refused
+(statuses of every attempt; Retry-After on every 429/503?); 5xx other than a 503 with Retry-After;
+requests lost; replica restarts (replicas gone or with a new pid while the app kept its size;
+`/base/healthz` replica ids and pids before and after); /healthz's worst latency; replicas over
+time. Targets: short p95 <= 1 s, no 5xx, no restarts, every big request answered or refused with
+Retry-After, every /healthz poll answered. Record: docs/benchmarks/heavy_mix.json (`--quick`: 15 s
+phases, reports/heavy_mix_quick.json); `--big-clients 5` passes `max_queued_tokens` (4 x 16,384) and
+draws 503s.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import sys
 import threading
 import time
@@ -80,8 +83,6 @@ def joined_texts(pool: Sequence[str], count: int, chars: int, seed: int = 0) -> 
     """`count` texts of real words, each at most `chars` characters and within the last word of it:
     texts of `pool` in a seeded random order joined by spaces (the pool repeated if it is short),
     cut at the last space before `chars`."""
-    import random
-
     words = [t.strip() for t in pool if t.strip()]
     if not words or count < 1 or chars < 1:
         raise ValueError(f"pool must hold a non-blank text and count, chars be >= 1, got {count}, {chars}")
@@ -153,6 +154,7 @@ def summarize(
     other_5xx = [a for a in attempts if a["status"] >= 500 and not refused_politely(a)]
     lost = [r for r in requests if r["status"] != 200 and not refused_politely(r)]
     health_ms = [ms for _, ms, status, _, _ in health if status == 200]
+    span_s = max((r["t1"] for r in requests), default=0.0) - min((r["t0"] for r in requests), default=0.0)
     return {
         "short": {
             "requests": len(short),
@@ -179,6 +181,8 @@ def summarize(
         "no_answer": sum(1 for a in attempts if a["status"] == 0),
         "lost": len(lost),
         "lost_examples": lost[:5],
+        # requests in flight on average (Little's law): what the autoscaler compares with its target
+        "mean_in_flight": round(sum(r["t1"] - r["t0"] for r in requests) / span_s, 1) if span_s > 0 else 0.0,
         "healthz": {
             "polls": len(health),
             "answered": len(health_ms),
@@ -221,6 +225,7 @@ class _Phase:
         self.stop = threading.Event()  # no new requests
         self.done = threading.Event()  # requests drained: poller and sampler stop too
         self.lock = threading.Lock()
+        self.short_sent = 0  # scheduled; each must end as a record (a pool job's error would hide it)
 
     def _request(self, client: httpx.Client, kind: str, body: dict[str, Any], t0: float) -> dict[str, Any]:
         """One request through the retry policy, each attempt recorded; its record."""
@@ -272,6 +277,7 @@ class _Phase:
             next_at = time.time()
             while not self.stop.is_set():
                 pool.submit(self._request, client, "short", {"text": SHORT_TEXT}, next_at)
+                self.short_sent += 1
                 next_at += self.cfg.short_every_s
                 self.stop.wait(max(0.0, next_at - time.time()))
 
@@ -381,6 +387,8 @@ def run_phase(
     start, end = phase.run()
     after = {"healthz": _healthz_replicas(session.url), "serve": serve_replicas(session.client, APP)}
     summary = summarize(phase.requests, phase.attempts, phase.health, phase.samples)
+    if summary["short"]["requests"] != phase.short_sent:
+        logger.warning("%d short requests sent, %d recorded", phase.short_sent, summary["short"]["requests"])
     autoscaling = _deployment_details(session).get("autoscaling_detail") or {}
     return {
         "warmup_big_request": warmup,
@@ -389,6 +397,7 @@ def run_phase(
         },
         "args": {k: v for k, v in app["args"].items() if k.startswith("max_")},
         "sending_s": round(end - start, 1),
+        "short_sent": phase.short_sent,
         "load_avg_1_5_15m_before": load_before,
         "load_avg_1_5_15m_after": machine_info()["load_avg_1_5_15m"],
         "summary": summary,
@@ -454,6 +463,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         ("replica restarts", lambda s: s["replicas"]["restarts"]),
         ("replicas started/gone", lambda s: f"{len(s['replicas']['started'])}/{len(s['replicas']['gone'])}"),
         ("peak running replicas", lambda s: s["peak_running"]),
+        ("requests in flight (mean)", lambda s: s["mean_in_flight"]),
         (
             "/healthz answered, max ms",
             lambda s: f"{s['healthz']['answered']}/{s['healthz']['polls']}, {s['healthz']['max_ms']}",

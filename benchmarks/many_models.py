@@ -18,10 +18,8 @@ sum is the node's memory, the object store's weights included; USS leaves every 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,15 @@ from typing import Any
 import psutil
 
 from benchmarks.harness import ROOT
-from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
+from benchmarks.harness.cli import (
+    command_line,
+    emit,
+    parser,
+    positive_int,
+    record_out,
+    setup_logging,
+    write_record,
+)
 from benchmarks.harness.clones import CLONE_VARIANT, CLONES_DIR, ensure_clones
 from benchmarks.harness.load import (
     measure_round_robin,
@@ -298,17 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not (Path(args.source) / VARIANT_FILE).is_file():
         p.error(f"--source {args.source}: no artifact there (make artifacts builds artifacts/base)")
-    out = (
-        Path(args.out)
-        if args.out
-        else (ROOT / "reports" / "many_models_quick.json" if args.quick else RECORD)
-    )
+    out = record_out(args.out, args.quick, RECORD)
     setup_logging()
-    command = " ".join(["python -m benchmarks.many_models", *(sys.argv[1:] if argv is None else argv)])
-    result = run(args, command)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    logger.info("wrote %s", out)
+    result = run(args, command_line("benchmarks.many_models", argv))
+    write_record(result, out)
     emit(result, args.json, summary_lines(result))
     return 0
 

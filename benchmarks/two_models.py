@@ -12,11 +12,9 @@ store; and each replica's USS, the dedicated apps' against the pool's.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,15 @@ from typing import Any
 import psutil
 
 from benchmarks.harness import ROOT
-from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
+from benchmarks.harness.cli import (
+    command_line,
+    emit,
+    parser,
+    positive_int,
+    record_out,
+    setup_logging,
+    write_record,
+)
 from benchmarks.harness.load import measure_round_robin, random_texts, summarize_requests, wait_serving
 from benchmarks.harness.machine import lscpu
 from benchmarks.harness.node_memory import median_memory, stored_variants_mib, stored_weights_mib
@@ -232,15 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--config {args.config}: {exc}")
     if args.port == 0:
         args.port = free_port()
-    out = (
-        Path(args.out) if args.out else (ROOT / "reports" / "two_models_quick.json" if args.quick else RECORD)
-    )
+    out = record_out(args.out, args.quick, RECORD)
     setup_logging()
-    command = " ".join(["python -m benchmarks.two_models", *(sys.argv[1:] if argv is None else argv)])
-    result = run(args, command)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    logger.info("wrote %s", out)
+    result = run(args, command_line("benchmarks.two_models", argv))
+    write_record(result, out)
     emit(result, args.json, summary_lines(result))
     return 0
 

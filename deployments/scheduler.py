@@ -4,12 +4,14 @@
 batches ahead of a short request that came just after it, and a replica running its model on the
 event loop answered nothing else (not even health checks) until they were done: short requests
 waited ~50 s behind three big ones (issue 20). Here each request is tokenized once and queued as a
-job; the scheduler's loop takes a *round* of texts one per waiting job in turn (round-robin, so a
-short request rides in the very next round), at most `max_batch_tokens` real tokens and
-`max_batch_size` texts, cuts it into forward passes of at most `max_batch_tokens` padded tokens
-(`loading.predict.plan_passes`: length-sorted, bounded padding, as before), and yields to the event
-loop after every pass. A job that would take the replica's queued tokens past `max_queued_tokens`
-is refused at once (`OverloadedError`, a 503 with Retry-After), never queued for minutes.
+job. The scheduler's loop takes a *round* of texts, one per waiting job in turn, at most
+`max_batch_tokens` real tokens and `max_batch_size` texts, the jobs that have had the fewest texts
+run going first (least attained service: a new request rides in the next round, and long requests
+advance in step, round-robin). It cuts the round into
+forward passes of at most `max_batch_tokens` padded tokens (`loading.predict.plan_passes`:
+length-sorted, bounded padding, as before) and yields to the event loop after every pass. A job
+that would take the replica's queued tokens past `max_queued_tokens` is refused at once
+(`OverloadedError`, a 503 with Retry-After), never queued for minutes.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class _Job:
     waiting: list[int] = field(default_factory=list)  # text indices not yet in a pass, shortest first
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
     tokens_left: int = 0
+    served: int = 0  # texts taken into rounds so far: the fewest go first
 
     def answer(self) -> torch.Tensor:
         return torch.stack([self.rows[i] for i in range(len(self.encodings))])
@@ -108,7 +111,6 @@ class FairScheduler:
         self.on_pass = on_pass  # (key, one job's encodings in a pass): metrics
         self.tokens_per_s = _FIRST_TOKENS_PER_S  # measured as passes run: sets Retry-After
         self._jobs: list[_Job] = []
-        self._next = 0  # the job the next round starts from: rotates, so every job gets a turn
         self._queued_tokens = 0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.Task | None = None
@@ -174,20 +176,17 @@ class FairScheduler:
             await self._round()
 
     async def _round(self) -> None:
-        jobs = list(self._jobs)
-        self._next %= max(1, len(jobs))
+        jobs = sorted(self._jobs, key=lambda job: job.served)  # stable: arrival order among equals
         pending = [[job.lengths[i] for i in job.waiting] for job in jobs]
-        taken = take_round(
-            pending, [j.key for j in jobs], self._next, self.max_batch_size, self.max_batch_tokens
-        )
-        self._next += 1
+        taken = take_round(pending, [j.key for j in jobs], 0, self.max_batch_size, self.max_batch_tokens)
         if not taken:  # no job has a text left to run (cannot happen): never spin without yielding
             await asyncio.sleep(self.batch_wait_s or 0.001)
             return
         texts = [(jobs[j], jobs[j].waiting[p]) for j, p in taken]
-        for job in {job for job, _ in texts}:
+        for job in dict.fromkeys(job for job, _ in texts):
             chosen = {i for j, i in texts if j is job}
             job.waiting = [i for i in job.waiting if i not in chosen]
+            job.served += len(chosen)
         lengths = [job.lengths[i] for job, i in texts]
         for idx in plan_passes(lengths, self.max_batch_size, self.max_padding, self.max_batch_tokens):
             batch = [texts[k] for k in idx]

@@ -11,11 +11,24 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from benchmarks.harness import ROOT
 from deployments.serve_config import DEFAULT_PATH
 
-__all__ = ["emit", "listed", "parser", "positive_int", "setup_logging"]
+__all__ = [
+    "command_line",
+    "emit",
+    "listed",
+    "parser",
+    "positive_int",
+    "record_out",
+    "setup_logging",
+    "write_record",
+]
+
+logger = logging.getLogger(__name__)
 
 
 def parser(module: str, doc: str | None, *, serve_port: int | None = None) -> argparse.ArgumentParser:
@@ -55,6 +68,26 @@ def emit(record: dict[str, Any], as_json: bool, summary: Iterable[str] = ()) -> 
         print(line)
     if as_json:
         print(json.dumps(record, default=str), flush=True)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command a record names: `python -m <module>` and its arguments (`argv`, else this process's)."""
+    return " ".join([f"python -m {module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def record_out(out: str | None, quick: bool, record: Path) -> Path:
+    """Where a run writes its record: `--out` if given, else `record`, but a `--quick` run's goes to
+    `reports/<record's name>_quick.json`, so that the recorded file stays as it is."""
+    if out:
+        return Path(out)
+    return ROOT / "reports" / f"{record.stem}_quick{record.suffix}" if quick else record
+
+
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """`record` as indented JSON at `path` (its folder made if needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    logger.info("wrote %s", path)
 
 
 T = TypeVar("T")

@@ -117,6 +117,7 @@ def test_summary_counts_latency_outcomes_and_refusals():
     assert (s["refusals_429_503"], s["refusals_with_retry_after"]) == (6, 5)  # the last 503 had none
     assert s["retry_after_values"] == {"3": 1, "4": 4, None: 1}
     assert (s["errors_5xx"], s["no_answer"], s["lost"]) == (2, 1, 2)  # the 500 and the bare 503
+    assert s["mean_in_flight"] == pytest.approx(74.7 / 40, abs=0.05)  # seconds in flight over 40 s
     assert s["healthz"] == {"polls": 12, "answered": 11, "max_ms": 900.0, "p95_ms": pytest.approx(464.5)}
     assert s["replicas"]["restarts"] == 0 and s["peak_running"] == 1
     assert targets(s) == {

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from benchmarks import many_models
-from benchmarks.harness import clones
+from benchmarks.harness import ROOT, clones
 from benchmarks.harness.clones import build_clone, ensure_clones
 from benchmarks.harness.load import percentile, summarize_requests
 from benchmarks.harness.node_memory import ROLES, NodeMemorySampler, median_memory, node_memory, role_of
@@ -249,3 +249,14 @@ def test_many_models_quick_serves_every_clone_both_ways(tmp_path):
         assert setup["memory"]["by_role"]["replicas"]["processes"] in (2, 3)
     assert out["setups"]["pool_max_models_2"]["load"]["attaches"]["in_window"] > 0  # LRU churn
     assert out["pool_vs_dedicated"]["requests_per_s"] > 0
+
+
+def test_a_quick_run_records_under_reports_and_leaves_the_recorded_file(tmp_path):
+    from benchmarks.harness.cli import command_line, record_out, write_record
+
+    assert record_out(None, False, many_models.RECORD) == many_models.RECORD
+    assert record_out(None, True, many_models.RECORD) == ROOT / "reports" / "many_models_quick.json"
+    assert record_out(str(tmp_path / "r.json"), True, many_models.RECORD) == tmp_path / "r.json"
+    assert command_line("benchmarks.many_models", ["--quick"]) == "python -m benchmarks.many_models --quick"
+    write_record({"a": 1}, tmp_path / "new" / "r.json")
+    assert (tmp_path / "new" / "r.json").read_text() == '{\n  "a": 1\n}\n'

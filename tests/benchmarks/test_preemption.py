@@ -5,91 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from benchmarks.harness import ROOT
 from benchmarks.local_cluster import PORTS_PER_NODE, node_ports
 from benchmarks.preemption_scenario import ScenarioConfig
 from benchmarks.records import RecordTail, in_flight, percentile, summarize
-from benchmarks.retry import RetryPolicy
 from tests.benchmarks import run_record
 
-# -- the retry policy -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "status, retried",
-    [(None, True), (500, True), (502, True), (503, True), (504, True)]
-    + [(200, False), (400, False), (404, False), (413, False), (422, False), (501, False)],
-)
-def test_retryable_statuses(status, retried):
-    assert RetryPolicy().retryable(status) is retried
-
-
-def test_backoff_doubles_up_to_the_cap_within_the_jitter():
-    policy = RetryPolicy(backoff_s=0.2, max_backoff_s=1.0, jitter=0.5)
-    rng = random.Random(0)
-    for retry, base in [(1, 0.2), (2, 0.4), (3, 0.8), (4, 1.0), (9, 1.0)]:
-        waits = [policy.delay_s(retry, rng) for _ in range(200)]
-        assert base * 0.5 <= min(waits) and max(waits) <= base * 1.5
-        assert sum(waits) / len(waits) == pytest.approx(base, rel=0.1)
-    exact = RetryPolicy(backoff_s=0.2, max_backoff_s=1.0, jitter=0.0)
-    assert exact.delay_s(1, retry_after="0.7") == pytest.approx(0.7)  # the server's ask, honoured
-    assert exact.delay_s(1, retry_after="30") == pytest.approx(1.0)  # but capped
-    assert exact.delay_s(2, retry_after="soon") == pytest.approx(0.4)  # unparseable: ignored
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"max_attempts": 0}, "max_attempts must be >= 1"),
-        ({"backoff_s": 3.0, "max_backoff_s": 2.0}, "backoff_s must be >= 0 and <= max_backoff_s"),
-        ({"jitter": 1.0}, "jitter must be in"),
-        ({"timeout_s": 0}, "timeout_s must be > 0"),
-    ],
-)
-def test_bad_policies_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        RetryPolicy(**kwargs)
-
-
-@pytest.mark.parametrize(
-    "answers, attempts, ok, first_status",
-    [
-        ([200], 1, True, 200),
-        ([None, 500, 503, 200], 4, True, None),  # a node going away (no answer), then back
-        ([502, 504, 200], 3, True, 502),
-        ([500], 4, False, 500),  # gives up after max_attempts
-        ([503, 422], 2, False, 503),  # a 4xx is final
-        ([404], 1, False, 404),
-        ([None], 4, False, None),  # never an answer
-    ],
-)
-def test_retry_loop(answers, attempts, ok, first_status):
-    """`RetryPolicy.run`, the loop the retrying Locust users send every request through."""
-    calls: list[int] = []
-
-    def attempt():
-        status = answers[min(len(calls), len(answers) - 1)]
-        calls.append(status)
-        headers = {"retry-after": "0.3"} if status == 503 else {}
-        response = None if status is None else httpx.Response(status, headers=headers)
-        return status, None if status == 200 else f"HTTP {status}", response
-
-    waits: list[float] = []
-    made, first, (status, problem, response) = RetryPolicy(jitter=0.0).run(attempt, sleep=waits.append)
-    assert (made, problem is None, first[0]) == (attempts, ok, first_status)
-    assert len(calls) == attempts and status == calls[-1] and (response is None) == (status is None)
-    # 0.2, 0.4, 0.8 s doubling; a 503's Retry-After (0.3 s here) is honoured when longer than the backoff
-    expected = [0.3 if s == 503 and d < 0.3 else d for s, d in zip(calls, [0.2, 0.4, 0.8], strict=False)]
-    assert waits == pytest.approx(expected[: attempts - 1])
+# The retry policy: tests/benchmarks/test_retry.py.
 
 
 # -- the request records ----------------------------------------------------------------------------

@@ -154,3 +154,17 @@ def test_retrying_users_wait_for_retry_after_and_never_retry_413(tmp_path):
         assert (r["first_status"], r["attempts"], r["error"]) == (429, 2, None)
         assert 1.0 <= r["t1"] - r["t0"] < 2.5
     assert all(r["attempts"] == 1 and r["status"] == 413 for r in to_big)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_attempts": 0}, "max_attempts must be >= 1"),
+        ({"backoff_s": 3.0, "max_backoff_s": 2.0}, "backoff_s must be >= 0 and <= max_backoff_s"),
+        ({"jitter": 1.0}, "jitter must be in"),
+        ({"timeout_s": 0}, "timeout_s must be > 0"),
+    ],
+)
+def test_bad_policies_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**kwargs)

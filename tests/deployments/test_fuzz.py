@@ -303,10 +303,10 @@ def test_fuzz_model_ids_on_the_pool(models_url):
     @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(model=model_ids, variant=model_ids, by_header=st.booleans())
     def one(model, variant, by_header):
-        # The ingress resolves a ".." segment (even percent-encoded) before routing: the request
+        # The ingress resolves "." and ".." segments (even percent-encoded) before routing: the request
         # leaves /mm for a path this test session serves nothing at. The shipped pool, mounted at /,
         # answers those paths itself (tests/deployments/test_pool_models.py, the catch-all 404).
-        assume(by_header or ".." not in (model, variant))
+        assume(by_header or not {".", ".."} & {model, variant})
         status, problem = _model_id_case(models_url, model, variant, by_header)
         statuses[status] += 1
         if problem:

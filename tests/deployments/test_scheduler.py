@@ -179,3 +179,42 @@ def test_models_take_turns_and_never_share_a_pass():
 
     a, b = asyncio.run(main())
     assert sum(map(len, a)) == sum(map(len, b)) == 6
+
+
+def test_a_short_request_behind_five_big_ones_rides_in_the_second_round_at_the_latest():
+    """A round of 2048 tokens holds four 512-token texts: the fifth big request and the short one
+    behind it must come first in the next round, not wait for the big ones' later texts."""
+
+    async def main():
+        model = _Model()
+        scheduler = FairScheduler(max_batch_tokens=2048, max_queued_tokens=10**6, batch_wait_s=0)
+        bigs = [asyncio.create_task(scheduler.run("m", model, _texts(*[512] * 8))) for _ in range(5)]
+        await asyncio.sleep(0)
+        short = asyncio.create_task(scheduler.run("m", model, _texts(15)))
+        await asyncio.gather(short, *bigs)
+        return model.passes
+
+    passes = asyncio.run(main())
+    texts_before_short = 0
+    for p in passes:
+        if 15 in p:
+            break
+        texts_before_short += len(p)
+    assert texts_before_short <= 4 + 1, passes[:3]  # round one (4 big texts), then the fifth big's
+
+
+def test_under_a_steady_load_of_single_texts_the_oldest_go_first():
+    async def main():
+        model = _Model()
+        scheduler = FairScheduler(max_batch_size=4, max_batch_tokens=10**6, batch_wait_s=0)
+        order: list[int] = []
+
+        async def one(i: int) -> None:
+            await scheduler.run("m", model, _texts(10 + i))
+            order.append(i)
+
+        await asyncio.gather(*(one(i) for i in range(12)))
+        return order
+
+    order = asyncio.run(main())
+    assert [sorted(order[k : k + 4]) for k in range(0, 12, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
