@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from benchmarks.harness import ROOT
 from benchmarks.local_cluster import PORTS_PER_NODE, node_ports
 from benchmarks.preemption_scenario import ScenarioConfig
 from benchmarks.records import RecordTail, in_flight, percentile, summarize
 from tests.benchmarks import run_record
+from tests.benchmarks.fake_api import FakeAPI, run_retry_users
 
 # The retry policy: tests/benchmarks/test_retry.py.
 
@@ -76,56 +72,21 @@ def test_scenario_config_is_checked():
 # -- the retrying Locust users, against a flaky fake API ---------------------------------------------
 
 
-class _FlakyAPI(BaseHTTPRequestHandler):
+class _FlakyAPI(FakeAPI):
     """/v/classify: every other request (the 1st, 3rd...) gets 503, the others a valid answer; any
     other route 404. With one user, each 503 is followed by that user's retry, which succeeds."""
 
     count = 0
-    lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if not self.path.startswith("/v/"):
-            self._send(404, {"error": "no such route"})
-            return
-        with self.lock:
-            type(self).count += 1
-            n = type(self).count
-        if n % 2 == 1:
-            self._send(503, {"error": "no replica"})
-        else:
-            prediction = {"label": "a", "score": 0.9, "probabilities": {"a": 0.9, "b": 0.1}}
-            self._send(200, {"variant": "v", "predictions": [prediction] * (1 if "text" in body else 2)})
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.send_header("x-replica-id", "r1")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    def answer(self, path: str, body: dict) -> tuple[int, dict, dict[str, str]]:
+        if not path.startswith("/v/"):
+            return 404, {"error": "no such route"}, {}
+        return (503, {"error": "no replica"}, {}) if self.next() % 2 == 1 else self.ok(body)
 
 
 def test_retrying_users_hide_503s_but_not_4xx(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    texts = tmp_path / "texts.csv"
-    texts.write_text("text\nhello there\nanother text\n")
-    records = tmp_path / "requests.jsonl"
-    cmd = [sys.executable, "-m", "locust", "-f", "benchmarks/locust_retry.py", "--headless", "-u", "1"]
-    cmd += ["-r", "1", "-t", "4s", "--host", f"http://127.0.0.1:{server.server_port}", "--variants", "v,w"]
-    cmd += ["--texts-file", str(texts), "--batch-share", "0", "--retry-backoff-s", "0.01"]
-    cmd += ["--records", str(records), "--csv", str(tmp_path / "run"), "--only-summary"]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    finally:
-        server.shutdown()
+    proc, logged = run_retry_users(_FlakyAPI, tmp_path, "v,w", seconds=4)
     rows = {r["Name"]: r for r in csv.DictReader(open(tmp_path / "run_stats.csv"))}
-    logged = RecordTail(records).read()
     to_v = [r for r in logged if r["variant"] == "v"]
     to_w = [r for r in logged if r["variant"] == "w"]
     assert proc.returncode == 1  # Locust's exit code when any request failed: the 404s

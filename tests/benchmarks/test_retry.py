@@ -3,20 +3,14 @@ Locust users do the same against a fake API."""
 
 from __future__ import annotations
 
-import json
 import random
-import subprocess
-import sys
-import threading
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from benchmarks.harness import ROOT
-from benchmarks.records import RecordTail
 from benchmarks.retry import RetryPolicy, retry_after_s
+from tests.benchmarks.fake_api import FakeAPI, run_retry_users
 
 
 @pytest.mark.parametrize(
@@ -98,55 +92,22 @@ def test_retry_loop_waits_what_the_server_asks(answers, waits, final):
 # -- the retrying Locust users ----------------------------------------------------------------------
 
 
-class _BusyAPI(BaseHTTPRequestHandler):
+class _BusyAPI(FakeAPI):
     """/v/classify: each request's first attempt (odd count) 429 with Retry-After: 1, the retry a
     valid answer; /big/classify: always 413."""
 
     count = 0
-    lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if self.path.startswith("/big/"):
-            self._send(413, {"error": "too many tokens"})
-            return
-        with self.lock:
-            type(self).count += 1
-            n = type(self).count
-        if n % 2 == 1:
-            self._send(429, {"error": "busy", "retry_after_s": 1}, {"Retry-After": "1"})
-        else:
-            prediction = {"label": "a", "score": 0.9, "probabilities": {"a": 0.9, "b": 0.1}}
-            self._send(200, {"variant": "v", "predictions": [prediction] * (1 if "text" in body else 2)})
-
-    def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in {"content-type": "application/json", **(headers or {})}.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    def answer(self, path: str, body: dict) -> tuple[int, dict, dict[str, str]]:
+        if path.startswith("/big/"):
+            return 413, {"error": "too many tokens"}, {}
+        if self.next() % 2 == 1:
+            return 429, {"error": "busy", "retry_after_s": 1}, {"Retry-After": "1"}
+        return self.ok(body)
 
 
 def test_retrying_users_wait_for_retry_after_and_never_retry_413(tmp_path):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _BusyAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    texts = tmp_path / "texts.csv"
-    texts.write_text("text\nhello there\nanother text\n")
-    records = tmp_path / "requests.jsonl"
-    cmd = [sys.executable, "-m", "locust", "-f", "benchmarks/locust_retry.py", "--headless", "-u", "1"]
-    cmd += ["-r", "1", "-t", "6s", "--host", f"http://127.0.0.1:{server.server_port}", "--variants", "v,big"]
-    cmd += ["--texts-file", str(texts), "--batch-share", "0", "--retry-backoff-s", "0.01"]
-    cmd += ["--records", str(records), "--only-summary"]
-    try:
-        subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    finally:
-        server.shutdown()
-    logged = RecordTail(records).read()
+    _, logged = run_retry_users(_BusyAPI, tmp_path, "v,big", seconds=6)
     to_v = [r for r in logged if r["variant"] == "v"]
     to_big = [r for r in logged if r["variant"] == "big"]
     assert to_v and to_big, logged
