@@ -28,6 +28,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.auth import ApiKeys
+from deployments.autoscaling import QUEUED_TOKENS
 from deployments.boundary import NotServedError, install_error_handlers, require_json
 from deployments.catalog import describe_models, routes_of
 from deployments.metrics import ServingMetrics
@@ -199,6 +200,10 @@ class Pool:
         # A spare worker, already imported, for this node's next replica (~1 s start, not ~8 s);
         # on a thread, seconds later: docs/SCALING.md "Warm workers".
         keep_spare_worker_in_background()
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Queued tokens, for the work-aware autoscaling policy (`deployments.autoscaling`)."""
+        return {QUEUED_TOKENS: float(self.scheduler.queued_tokens)}
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Retune batching without restarting the replica (`user_config` in the YAML)."""
