@@ -28,6 +28,8 @@ import psutil
 
 from benchmarks.harness import ROOT
 from benchmarks.harness.cli import (
+    add_load_window,
+    check_load_window,
     command_line,
     emit,
     parser,
@@ -269,12 +271,15 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__name__, __doc__, serve_port=8430)
     p.add_argument("--models", type=positive_int, default=20, help="clones of --source served")
-    p.add_argument(
-        "--users", type=positive_int, default=32, help="closed-loop users, round-robin over models"
+    add_load_window(
+        p,
+        users=32,
+        seconds=60.0,
+        warmup_s=15.0,
+        memory_every_s=15.0,
+        record=RECORD,
+        quick="3 models, 6 users, seconds-long phases",
     )
-    p.add_argument("--seconds", type=float, default=60.0, help="measured, per setup")
-    p.add_argument("--warmup-s", type=float, default=15.0, help="load before each measured window")
-    p.add_argument("--memory-every-s", type=float, default=15.0, help="node memory samples under load")
     p.add_argument("--pool-replicas", type=positive_int, default=2)
     p.add_argument("--churn-max-models", type=int, default=8, help="the LRU pool's max_models (0: skip it)")
     p.add_argument(
@@ -282,18 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--source", default=str(ROOT / "artifacts" / "base"), help="the artifact to clone")
     p.add_argument("--clones-dir", default=str(CLONES_DIR), help="where the clones are built and kept")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deploy-timeout-s", type=float, default=600.0)
-    p.add_argument(
-        "--out", default=None, help=f"record file (default {RECORD.relative_to(ROOT)}; --quick: reports/)"
-    )
-    p.add_argument("--quick", action="store_true", help="3 models, 6 users, seconds-long phases")
     args = p.parse_args(argv)
     if args.quick:
         args.models, args.users, args.seconds, args.warmup_s, args.memory_every_s = 3, 6, 8.0, 4.0, 4.0
         args.churn_max_models = 2
-    if args.seconds <= 0 or args.warmup_s < 0 or args.memory_every_s <= 0 or args.dedicated_num_cpus <= 0:
-        p.error("--seconds, --memory-every-s and --dedicated-num-cpus must be > 0, --warmup-s >= 0")
+    check_load_window(p, args)
+    if args.dedicated_num_cpus <= 0:
+        p.error("--dedicated-num-cpus must be > 0")
     if not 0 <= args.churn_max_models < args.models:
         p.error(f"--churn-max-models must be in [0, --models), got {args.churn_max_models}")
     pool_cpus = args.pool_replicas * _pool_num_cpus(args.config)

@@ -23,10 +23,11 @@ import psutil
 
 from benchmarks.harness import ROOT
 from benchmarks.harness.cli import (
+    add_load_window,
+    check_load_window,
     command_line,
     emit,
     parser,
-    positive_int,
     record_out,
     setup_logging,
     write_record,
@@ -217,21 +218,19 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__name__, __doc__, serve_port=0)
-    p.add_argument("--users", type=positive_int, default=8, help="closed-loop users, round-robin over routes")
-    p.add_argument("--seconds", type=float, default=30.0, help="measured")
-    p.add_argument("--warmup-s", type=float, default=10.0, help="load before the measured window")
-    p.add_argument("--memory-every-s", type=float, default=5.0, help="node memory samples under load")
-    p.add_argument("--seed", type=int, default=0, help="the texts' order")
-    p.add_argument("--deploy-timeout-s", type=float, default=600.0)
-    p.add_argument(
-        "--out", default=None, help=f"record file (default {RECORD.relative_to(ROOT)}; --quick: reports/)"
+    add_load_window(
+        p,
+        users=8,
+        seconds=30.0,
+        warmup_s=10.0,
+        memory_every_s=5.0,
+        record=RECORD,
+        quick="4 users, seconds-long phases",
     )
-    p.add_argument("--quick", action="store_true", help="4 users, seconds-long phases")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.seconds, args.warmup_s, args.memory_every_s = 4, 8.0, 3.0, 4.0
-    if args.seconds <= 0 or args.warmup_s < 0 or args.memory_every_s <= 0:
-        p.error("--seconds and --memory-every-s must be > 0, --warmup-s >= 0")
+    check_load_window(p, args)
     try:
         ready_routes(load_serve_config(args.config))
     except ValueError as exc:  # ServeConfigError too: no pool, or an unreadable config

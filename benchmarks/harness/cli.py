@@ -18,6 +18,8 @@ from benchmarks.harness import ROOT
 from deployments.serve_config import DEFAULT_PATH
 
 __all__ = [
+    "add_load_window",
+    "check_load_window",
     "command_line",
     "emit",
     "listed",
@@ -52,6 +54,37 @@ def parser(module: str, doc: str | None, *, serve_port: int | None = None) -> ar
             help=f"its own Serve on 127.0.0.1{free} (8000: make serve)",
         )
     return p
+
+
+def add_load_window(
+    p: argparse.ArgumentParser,
+    *,
+    users: int,
+    seconds: float,
+    warmup_s: float,
+    memory_every_s: float,
+    record: Path,
+    quick: str,
+) -> None:
+    """The options of a measured window of closed-loop users with node-memory samples, and its record."""
+    p.add_argument("--users", type=positive_int, default=users, help="closed-loop users, round-robin")
+    p.add_argument("--seconds", type=float, default=seconds, help="measured, per setup")
+    p.add_argument("--warmup-s", type=float, default=warmup_s, help="load before each measured window")
+    p.add_argument(
+        "--memory-every-s", type=float, default=memory_every_s, help="node memory samples under load"
+    )
+    p.add_argument("--seed", type=int, default=0, help="the texts' order")
+    p.add_argument("--deploy-timeout-s", type=float, default=600.0)
+    p.add_argument(
+        "--out", default=None, help=f"record file (default {record.relative_to(ROOT)}; --quick: reports/)"
+    )
+    p.add_argument("--quick", action="store_true", help=quick)
+
+
+def check_load_window(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`add_load_window`'s options in range, or the parser's error naming them."""
+    if args.seconds <= 0 or args.warmup_s < 0 or args.memory_every_s <= 0:
+        p.error("--seconds and --memory-every-s must be > 0, --warmup-s >= 0")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
