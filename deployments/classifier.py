@@ -80,6 +80,7 @@ class Classifier:
         self.args = args
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         self.threads = set_threads(cpus)
+        self.key = served_key(args.model, args.variant)
         model_dir = resolve_model_dir(args.model_dir)
         import_model_code(model_dir)  # the model class's module (~2 s): an import, not the weights
         weights_started = time.time()
@@ -89,7 +90,7 @@ class Classifier:
             )
         else:
             self.attached = attach(
-                served_key(args.model, args.variant),  # the pool's key too: one copy per node
+                self.key,  # the pool's key too: one copy per node
                 model_dir,
                 int8_kernel=args.int8_kernel,
                 sparse_kernel=args.sparse_kernel,
@@ -98,11 +99,10 @@ class Classifier:
         trim_heap()  # the skeleton's unpickling leftovers
         self.metrics = ServingMetrics()
         self.metrics.attached(args.model, args.variant, self.attached.attach_ms)
-        self.key = served_key(args.model, args.variant)
         self.scheduler = FairScheduler(
             max_batch_tokens=args.max_batch_tokens,
             max_queued_tokens=args.max_queued_tokens,
-            on_pass=self._counted,
+            on_pass=self.metrics.forward_pass,
         )
         weights_done = time.time()
         self.predictor = Predictor(self.attached.model, self.attached.tokenizer, args.max_tokens)
@@ -151,11 +151,6 @@ class Classifier:
         """Retune batching without restarting the replica (`user_config` in the YAML)."""
         self.scheduler.max_batch_size = int(config.get("max_batch_size", 16))
         self.scheduler.batch_wait_s = float(config.get("batch_wait_timeout_s", 0.01))
-
-    def _counted(self, _key: str, encodings: list[Any]) -> None:
-        """Metrics of one request's share of a forward pass."""
-        truncated = sum(bool(e.overflowing) for e in encodings)
-        self.metrics.batch(self.args.model, self.args.variant, len(encodings), truncated)
 
     @api.post("/classify", dependencies=[Depends(require_json)])
     async def classify(self, request: ClassifyRequest) -> ClassifyResponse:

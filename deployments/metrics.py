@@ -7,9 +7,11 @@
 """
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ray.serve.metrics import Counter, Gauge, Histogram
+
+from deployments.protocol import split_key
 
 __all__ = ["ATTACH_MS_BOUNDARIES", "BATCH_SIZE_BOUNDARIES", "TAG_KEYS", "ServingMetrics", "exported_names"]
 
@@ -48,8 +50,7 @@ def _metrics() -> _Metrics:
         ),
         batch_size=Histogram(
             "bertserve_batch_size",
-            "Texts per batched predict call of one variant (one @serve.batch call, or one variant's "
-            "share of it in the pool).",
+            "Texts per forward pass of one variant (deployments/scheduler.py).",
             BATCH_SIZE_BOUNDARIES,
             TAG_KEYS,
         ),
@@ -102,6 +103,11 @@ class ServingMetrics:
         self._m.batch_size.observe(texts, tags)
         if truncated:  # Ray's counters refuse an increment of 0
             self._m.truncated.inc(truncated, tags)
+
+    def forward_pass(self, key: str, encodings: list[Any]) -> None:
+        """One forward pass of `key` (`model/variant`) over `encodings` (the scheduler's `on_pass`):
+        its texts, and those the tokenizer cut (`overflowing`)."""
+        self.batch(*split_key(key), len(encodings), sum(bool(e.overflowing) for e in encodings))
 
     def attached(self, model: str, variant: str, ms: float) -> None:
         """A variant's weights were attached in `ms` (`AttachedModel.attach_ms`)."""

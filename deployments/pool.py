@@ -18,6 +18,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -45,6 +46,7 @@ from deployments.protocol import (
     check_texts,
     check_tokens,
     served_key,
+    split_key,
 )
 from deployments.scheduler import FairScheduler
 from deployments.warm_worker import keep_spare_worker_in_background
@@ -166,9 +168,12 @@ class Pool:
         # One attach now, dropped: the first in a process pays ~4 ms of first-time code paths.
         first = next(iter(self.model_dirs))
         attach(first, self.model_dirs[first], keep_for_reattach=False, **self._kernels())
-        self.catalog = describe_models(
-            {m: {v: resolve_model_dir(d) for v, d in variants.items()} for m, variants in args.models.items()}
-        )
+        models: dict[str, dict[str, Path]] = {}
+        for key, model_dir in self.model_dirs.items():
+            model, variant = split_key(key)
+            models.setdefault(model, {})[variant] = Path(model_dir)
+        self.catalog = describe_models(models)
+        self.routes = routes_of(self.catalog)  # for the 404
 
         # Per instance, so that `max_models` comes from the args (the decorator's count is fixed
         # when it is applied). A plain function: Serve keeps its LRU cache as an attribute of the
@@ -181,7 +186,7 @@ class Pool:
         self.scheduler = FairScheduler(
             max_batch_tokens=args.max_batch_tokens,
             max_queued_tokens=args.max_queued_tokens,
-            on_pass=self._counted,
+            on_pass=self.metrics.forward_pass,
         )
         self._held_keys: set[str] = set()  # what the cache held after our last look: its evictions
         self._variant = serve.multiplexed(max_num_models_per_replica=args.max_models)(load)
@@ -217,7 +222,7 @@ class Pool:
         attached = attach(key, self.model_dirs[key], keep_for_reattach=False, **self._kernels())
         # Off this request's path: the next attach of this variant here is then a clone (<1 ms).
         asyncio.get_running_loop().call_soon(keep_template_, attached)
-        model, variant = key.split("/", 1)
+        model, variant = split_key(key)
         held = _Held(
             model, variant, attached, Predictor(attached.model, attached.tokenizer, self.args.max_tokens)
         )
@@ -265,7 +270,7 @@ class Pool:
         cache = self._cache()
         now = set(cache.models) if cache is not None else set()
         for key in self._held_keys - now:
-            self.metrics.pool_eviction(*key.split("/", 1))
+            self.metrics.pool_eviction(*split_key(key))
         self._held_keys &= now
         self.metrics.held(len(self._held_keys))
 
@@ -289,11 +294,6 @@ class Pool:
 
     async def _held(self, model: str | None, variant: str) -> _Held:
         return await self._variant(self._key(model, variant))
-
-    def _counted(self, key: str, encodings: list[Any]) -> None:
-        """Metrics of one request's share of a forward pass."""
-        model, variant = key.split("/", 1)
-        self.metrics.batch(model, variant, len(encodings), sum(bool(e.overflowing) for e in encodings))
 
     async def _classify(
         self, model: str | None, variant: str, request: ClassifyRequest, response: Response
@@ -391,7 +391,7 @@ class Pool:
     @pool_api.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)
     async def not_found(self, request: Request) -> JSONResponse:
         """Every other path: a JSON 404 naming the routes (Serve's own is plain text)."""
-        routes = routes_of(self.args.models)
+        routes = self.routes
         # The path is not echoed: it is the caller's input (any bytes, percent-decoded).
         return JSONResponse(
             status_code=404,

@@ -32,6 +32,7 @@ __all__ = [
     "check_texts",
     "check_tokens",
     "served_key",
+    "split_key",
 ]
 
 VARIANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # route and store key: no slash, no dot-dot start
@@ -42,6 +43,12 @@ POOL_ALIAS = "pool"  # /pool/... always reaches the warm pool, so no model may b
 def served_key(model: str, variant: str) -> str:
     """The one name of a model's variant: multiplexed model id, store key, metrics and log tag."""
     return f"{model}/{variant}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`(model, variant)` of a `served_key`."""
+    model, variant = key.split("/", 1)
+    return model, variant
 
 
 class ServingLimits(BaseModel):

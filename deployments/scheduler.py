@@ -108,7 +108,7 @@ class FairScheduler:
         self.max_queued_tokens = max_queued_tokens
         self.batch_wait_s = batch_wait_s
         self.max_padding = max_padding
-        self.on_pass = on_pass  # (key, one job's encodings in a pass): metrics
+        self.on_pass = on_pass  # (key, the pass's encodings), once per pass: metrics
         self.tokens_per_s = _FIRST_TOKENS_PER_S  # measured as passes run: sets Retry-After
         self._jobs: list[_Job] = []
         self._queued_tokens = 0
@@ -215,9 +215,9 @@ class FairScheduler:
             job.rows[i] = row
             job.tokens_left -= job.lengths[i]
             self._queued_tokens -= job.lengths[i]
+        if self.on_pass is not None:  # a pass holds one key: `take_round`
+            self.on_pass(live[0][0].key, [job.encodings[i] for job, i in live])
         for job in {job for job, _ in live}:
-            if self.on_pass is not None:
-                self.on_pass(job.key, [job.encodings[i] for j, i in live if j is job])
             if len(job.rows) == len(job.encodings):
                 self._jobs.remove(job)
                 job.done.set_result(job.answer())
