@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
 from benchmarks.harness.load import SHORT_TEXT, ClosedLoopUsers, wait_serving, wait_until
@@ -177,7 +178,14 @@ def switching(session: ServeSession, model_dir: Path, variants: int, repeats: in
             after_other, after_same = post(b)[0], post(b)[0]
             held.append(after_other - after_same)
         same = [post(names[0])[0] for _ in range(repeats)]
+        health = _health(client, url)
+    startup = health.get("startup", {})
     return {
+        # What holding every variant ready costs the replica: its start and its private memory.
+        "replica_init_s": round(startup["ready"] - startup["init_started"], 3) if startup else None,
+        "replica_uss_mib": round(psutil.Process(health["pid"]).memory_full_info().uss / 2**20, 1)
+        if "pid" in health
+        else None,
         "model_dir": str(model_dir),
         "variants": len(names),
         "request_ms_median": round(statistics.median(same), 2),
@@ -233,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             summary.append(
                 f"switching (BERT-base, {sw['request_ms_median']} ms a request): not held "
                 f"+{sw['not_held_extra_ms_median']} ms (attach {sw['not_held_attach_ms']} ms), held but not "
-                f"last +{sw['held_switch_extra_ms_median']} ms"
+                f"last +{sw['held_switch_extra_ms_median']} ms; the replica's __init__ took "
+                f"{sw['replica_init_s']} s and it holds {sw['replica_uss_mib']} MiB USS"
             )
     emit(result, args.json, summary)
     return 0

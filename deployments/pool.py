@@ -12,7 +12,6 @@ variants up to `max_models` and `max_private_mb` and drops the rest; the weights
 store. Only the folders named in the pool's args are served: a request names keys, never a path.
 """
 
-import asyncio
 import logging
 import os
 import re
@@ -52,14 +51,13 @@ from deployments.scheduler import FairScheduler
 from deployments.warm_worker import keep_spare_worker_in_background
 from loading.artifact import resolve_model_dir
 from loading.host import process_start_time
-from loading.memory import IdleTrim
+from loading.memory import IdleTrim, trim_heap
 from loading.predict import Predictor
 from loading.store import (
     AttachedModel,
     Int8Kernel,
     attach,
     import_model_code,
-    keep_template_,
     prefetch,
     set_threads,
 )
@@ -165,9 +163,14 @@ class Pool:
         # then local work only, and a first forward pass takes no page faults.
         prefetch(self.model_dirs, map_pages=True)
         Int8Kernel(args.int8_kernel).resolve()  # `auto`'s probe (20-40 ms) now, not at an attach
-        # One attach now, dropped: the first in a process pays ~4 ms of first-time code paths.
-        first = next(iter(self.model_dirs))
-        attach(first, self.model_dirs[first], keep_for_reattach=False, **self._kernels())
+        # Every variant attached once now and dropped, its module tree kept as a template: a
+        # variant's first request here is then a clone of it (~1 ms), not an unpickle and re-wrap of
+        # its skeleton (~5 ms for BERT-base). Module objects only (0.2-0.5 MB a variant, measured in
+        # docs/SCALING.md): the tensors are the store's pages. Variants with private copies (FBGEMM's
+        # packed weights) keep no template and attach in full on their first request.
+        for key, model_dir in self.model_dirs.items():
+            attach(key, model_dir, **self._kernels())
+        trim_heap()  # the skeletons' unpickling leftovers
         models: dict[str, dict[str, Path]] = {}
         for key, model_dir in self.model_dirs.items():
             model, variant = split_key(key)
@@ -218,10 +221,7 @@ class Pool:
     async def _attach(self, key: str) -> _Held:
         """Serve's multiplexed loader: attach `key`, then drop the least recent past the budget."""
         self._count_evictions()  # Serve dropped its least recent one before calling us, if full
-        # No template now: one is made after the answer, below.
-        attached = attach(key, self.model_dirs[key], keep_for_reattach=False, **self._kernels())
-        # Off this request's path: the next attach of this variant here is then a clone (<1 ms).
-        asyncio.get_running_loop().call_soon(keep_template_, attached)
+        attached = attach(key, self.model_dirs[key], **self._kernels())  # a clone of its template
         model, variant = split_key(key)
         held = _Held(
             model, variant, attached, Predictor(attached.model, attached.tokenizer, self.args.max_tokens)

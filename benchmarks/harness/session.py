@@ -49,10 +49,11 @@ def local_ray(num_cpus: int | None = None, namespace: str = "serve", **kwargs: A
 
 
 def app_entry(
-    config: ServeConfig, variant: str, *, replicas: int | None = None, **args: Any
+    config: ServeConfig, variant: str, /, *, replicas: int | None = None, **args: Any
 ) -> dict[str, Any]:
     """A copy of `variant`'s application, mounted at `/<variant>` (where a measurement addresses it:
-    `/base`, `/sentiment/base`); `replicas` fixes the count (no autoscaling), `args` override."""
+    `/base`, `/sentiment/base`); `replicas` fixes the count (no autoscaling), `args` override (the
+    app's own `variant` and `model` too: `variant` is positional-only so that they can)."""
     apps = config.classifier_apps()
     if variant not in apps:
         raise ServeConfigError(f"variant {variant!r} is not in {config.path}; it has {sorted(apps)}")

@@ -41,3 +41,19 @@ def test_median_counts_the_runs_on_a_spare_worker():
     assert medians["decision_to_200_s"] == pytest.approx(2.0)
     assert medians["on_spare_worker"] == 2
     assert "pid" not in medians
+
+
+def test_apps_give_each_of_ours_its_own_route_store_key_and_folder():
+    from benchmarks.replica_floor import NUM_CPUS, _apps
+    from deployments.serve_config import load_serve_config
+
+    dirs = {"base": "/models/base", "bert-base": "/models/bb"}
+    apps = {a["name"]: a for a in _apps(load_serve_config(), dirs, {"floor": 1, "base": 1, "bert-base": 2})}
+    assert sorted(apps) == ["base", "bert-base", "floor"]
+    for name in ("base", "bert-base"):
+        app = apps[name]
+        assert app["route_prefix"] == f"/{name}"
+        assert app["args"]["variant"] == name and app["args"]["model_dir"] == dirs[name]
+        (deployment,) = app["deployments"]
+        assert deployment["ray_actor_options"]["num_cpus"] == NUM_CPUS
+    assert apps["bert-base"]["deployments"][0]["num_replicas"] == 2
