@@ -61,6 +61,9 @@ IDLE_TITLE = "ray::IDLE"  # a Python worker's process title while it holds no le
 # A spare asked for this recently may not be the raylet's child yet (it appears ~1.5 s after the
 # call on an idle node): meanwhile another replica of the node must not ask for a second one.
 STARTING_S = 15.0
+# A process's start time (psutil, from the kernel's boot time in whole seconds) can read up to 1 s
+# off the wall clock: a spare started just after the ask may seem to predate it.
+START_TIME_SLACK_S = 2.0
 RPC_TIMEOUT_S = 5.0  # the raylet answers at once: it starts the worker after replying
 # A spare's start (~4 s of CPU for the imports) right at the end of the replica's __init__ slowed
 # that replica's way to its first answer by ~0.7 s on 2 cores: start it once that is over.
@@ -142,14 +145,24 @@ def _ask_unless_spare(raylet: psutil.Process, keep_alive_s: float) -> None:
     with open(Path(tempfile.gettempdir()) / f"bertserve-spare-worker-{raylet.pid}", "a+") as asked:
         fcntl.flock(asked, fcntl.LOCK_EX)  # released when the file closes
         asked.seek(0)
-        if time.time() - float(asked.read() or 0) < STARTING_S:
+        if _asked_moments_ago(float(asked.read() or 0), psutil.Process().create_time(), time.time()):
             return
         if _has_spare(raylet, runtime_env, keep_alive_s - RENEW_BEFORE_S):
             return
-        _prestart_worker(_raylet_address(), runtime_env, keep_alive_s)
+        address = _raylet_address()
+        asking_at = time.time()  # before the call: the raylet may start the spare before it replies
+        _prestart_worker(address, runtime_env, keep_alive_s)
         asked.seek(0)
         asked.truncate()
-        asked.write(f"{time.time():.3f}")
+        asked.write(f"{asking_at:.3f}")
+
+
+def _asked_moments_ago(asked_at: float, started_at: float, now: float) -> bool:
+    """Whether the spare asked for at `asked_at` may still be on its way, seen from a process started
+    at `started_at`: asked within STARTING_S, and after this process started. A process started after
+    the ask may be that very spare, taken by this replica: then the node needs a new one (measured:
+    without this, back-to-back scale-ups alternated between the spare and a fresh worker)."""
+    return now - asked_at < STARTING_S and started_at < asked_at - START_TIME_SLACK_S
 
 
 def _has_spare(raylet: psutil.Process, runtime_env: str, max_age_s: float) -> bool:

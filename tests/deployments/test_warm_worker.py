@@ -20,6 +20,8 @@ from deployments.warm_worker import (
     PRELOADED_MODULES,
     SETUP_HOOK_ENV,
     SPARE_WORKER_ENV,
+    STARTING_S,
+    _asked_moments_ago,
     keep_spare_worker,
 )
 
@@ -147,5 +149,23 @@ def test_a_spare_is_kept_once_and_takes_the_next_actor(ray_session):
     facts = ray.get(second.facts.remote())
     assert facts["pid"] == spares[0]  # started before the actor was created
     assert facts["preloaded"] == list(PRELOADED_MODULES)  # the hook ran
+
+    # The replica that took the spare asks for the node's next one.
+    assert ray.get(second.keep.remote()) is True
+    deadline = time.monotonic() + 120
+    while not (after := _spares(raylet)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(after) == 1 and after[0] != facts["pid"]
     for actor in (first, second):
         ray.kill(actor)
+    psutil.Process(after[0]).kill()  # not kept for the rest of the test session (~230 MiB)
+
+
+def test_a_spare_asked_for_moments_ago_counts_unless_this_process_may_be_it():
+    asked = 1000.0
+    assert _asked_moments_ago(asked, started_at=asked - 30, now=asked + 5)  # still on its way
+    assert not _asked_moments_ago(asked, started_at=asked - 30, now=asked + STARTING_S + 1)  # long ago
+    # Started after the ask: this process may be that spare, now taken; look at the node instead.
+    assert not _asked_moments_ago(asked, started_at=asked + 1.5, now=asked + 5)
+    # Start times read up to 1 s off the wall clock: "just before the ask" may be that spare too.
+    assert not _asked_moments_ago(asked, started_at=asked - 0.5, now=asked + 5)
