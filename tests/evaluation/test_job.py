@@ -81,6 +81,21 @@ def test_clean_run_writes_every_shard_and_metric(clean):
     assert results["job"]["timings"]["base"]["rows"] == ROWS
 
 
+def _wait_until_no_new_shards(folder: Path, quiet_s: float = 3.0, timeout_s: float = 60.0) -> None:
+    """Until no shard file has appeared in `folder` for `quiet_s`: the stopped job's other workers may
+    still be writing the shards they held when it stopped."""
+    deadline = time.monotonic() + timeout_s
+    seen, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(list(folder.rglob("shard-*.parquet")))
+        if count != seen:
+            seen, quiet_since = count, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"shards still appearing in {folder} after {timeout_s} s")
+
+
 def test_lost_workers_are_replaced_then_a_killed_job_resumes_to_the_clean_result(
     ray_session, artifacts, data_csv, clean, tmp_path
 ):
@@ -110,6 +125,7 @@ def test_lost_workers_are_replaced_then_a_killed_job_resumes_to_the_clean_result
     del written[damaged]
     (damaged.parent / f".{damaged.name}.abc.tmp").write_bytes(b"half")
 
+    _wait_until_no_new_shards(tmp_path)  # else one landing during the resume's own scan is counted twice
     resume_started = time.time_ns()
     resumed = run_job(DataSpec(str(data_csv)), cfg)
     # Shards from before the resume are kept, whatever is left is predicted. (A shard a dying worker
