@@ -165,8 +165,8 @@ class Pool:
         Int8Kernel(args.int8_kernel).resolve()  # `auto`'s probe (20-40 ms) now, not at an attach
         # Every variant attached once now and dropped, its module tree kept as a template: a
         # variant's first request here is then a clone of it (~1 ms), not an unpickle and re-wrap of
-        # its skeleton (~5 ms for BERT-base). Module objects only (0.3-0.5 MB a variant, measured in
-        # docs/SCALING.md): the tensors are the store's pages. Variants with private copies (FBGEMM's
+        # its skeleton (~5 ms for BERT-base). Module objects only (no measurable USS, docs/SCALING.md):
+        # the tensors are the store's pages. Variants with private copies (FBGEMM's
         # packed weights) keep no template and attach in full on their first request.
         for key, model_dir in self.model_dirs.items():
             attach(key, model_dir, **self._kernels())
