@@ -28,7 +28,6 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.auth import ApiKeys
-from deployments.autoscaling import QUEUED_TOKENS
 from deployments.boundary import NotServedError, install_error_handlers, require_json
 from deployments.catalog import describe_models, routes_of
 from deployments.metrics import ServingMetrics
@@ -211,12 +210,11 @@ class Pool:
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Queued tokens, for the work-aware autoscaling policy (`deployments.autoscaling`)."""
-        return {QUEUED_TOKENS: float(self.scheduler.queued_tokens)}
+        return self.scheduler.autoscaling_stats()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Retune batching without restarting the replica (`user_config` in the YAML)."""
-        self.scheduler.max_batch_size = int(config.get("max_batch_size", 16))
-        self.scheduler.batch_wait_s = float(config.get("batch_wait_timeout_s", 0.01))
+        self.scheduler.configure(config)
 
     async def _attach(self, key: str) -> _Held:
         """Serve's multiplexed loader: attach `key`, then drop the least recent past the budget."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from deployments.autoscaling import QUEUED_TOKENS
 from deployments.boundary import OverloadedError
 from loading.predict import MAX_PADDING, plan_passes
 
@@ -118,6 +119,17 @@ class FairScheduler:
     @property
     def queued_tokens(self) -> int:
         return self._queued_tokens
+
+    def configure(self, user_config: dict[str, Any]) -> None:
+        """Batching from a deployment's `user_config` (`max_batch_size`, `batch_wait_timeout_s`): what
+        a replica's `reconfigure` does, so the YAML retunes it without a restart."""
+        self.max_batch_size = int(user_config.get("max_batch_size", 16))
+        self.batch_wait_s = float(user_config.get("batch_wait_timeout_s", 0.01))
+
+    def autoscaling_stats(self) -> dict[str, float]:
+        """What a replica's `record_autoscaling_stats` reports: its queued tokens, for the work-aware
+        policy (`deployments.autoscaling`)."""
+        return {QUEUED_TOKENS: float(self._queued_tokens)}
 
     def retry_after_s(self) -> int:
         """Seconds until the queued work has run at the measured rate (at least 1)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from deployments.autoscaling import QUEUED_TOKENS
 from deployments.boundary import OverloadedError
 from deployments.scheduler import FairScheduler, take_round
 from loading.predict import plan_passes
@@ -218,3 +219,22 @@ def test_under_a_steady_load_of_single_texts_the_oldest_go_first():
 
     order = asyncio.run(main())
     assert [sorted(order[k : k + 4]) for k in range(0, 12, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_user_config_retunes_batching_and_the_stats_report_queued_tokens():
+    scheduler = FairScheduler(max_batch_size=4, batch_wait_s=0.5)
+    scheduler.configure({"max_batch_size": 8, "batch_wait_timeout_s": 0.02})
+    assert (scheduler.max_batch_size, scheduler.batch_wait_s) == (8, 0.02)
+    scheduler.configure({})  # keys left out go back to the YAML's defaults
+    assert (scheduler.max_batch_size, scheduler.batch_wait_s) == (16, 0.01)
+
+    async def main():
+        task = asyncio.create_task(scheduler.run("m", _Model(), _texts(60, 60)))
+        await asyncio.sleep(0)
+        queued = scheduler.autoscaling_stats()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return queued
+
+    assert asyncio.run(main()) == {QUEUED_TOKENS: 120.0}
