@@ -19,11 +19,12 @@ from benchmarks.harness import ROOT
 from benchmarks.harness.cli import emit, listed, parser, positive_int, setup_logging
 from benchmarks.harness.models import BERT_BASE_DIR
 from benchmarks.harness.session import local_ray
+from deployments.protocol import split_key
+from deployments.serve_config import DEFAULT_MODEL, load_serve_config
+from loading.artifact import resolve_model_dir
 from loading.host import machine_info
 
 __all__ = ["main", "measure"]
-
-SERVED = ("base", "quant", "pruned-kd-quant-80", "pruned-kd-structured-quant-50-2layers")  # the pool's
 
 
 def measure(model_dirs: dict[str, str], actors: int) -> dict[str, Any]:
@@ -85,11 +86,20 @@ def _medians(results: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__name__, __doc__)
-    p.add_argument("--variants", type=listed(), default=SERVED, help="folders under artifacts/")
+    p.add_argument(
+        "--variants",
+        type=listed(),
+        default=None,
+        help="folders under artifacts/ (default: the default model's served ones)",
+    )
     p.add_argument("--bert-base", default=str(BERT_BASE_DIR), help="'' skips it")
     p.add_argument("--actors", type=positive_int, default=5, help="fresh processes per kind (medians)")
     args = p.parse_args(argv)
-    dirs = {v: str(ROOT / "artifacts" / v) for v in args.variants}
+    if args.variants is None:  # what serve_config.yaml serves, so that the default never goes stale
+        served = {split_key(k): d for k, d in load_serve_config().model_dirs().items()}
+        dirs = {v: str(resolve_model_dir(d)) for (model, v), d in served.items() if model == DEFAULT_MODEL}
+    else:
+        dirs = {v: str(ROOT / "artifacts" / v) for v in args.variants}
     if args.bert_base:
         dirs["bert-base"] = args.bert_base
     if missing := [d for d in dirs.values() if not (Path(d) / "config.json").is_file()]:

@@ -32,7 +32,7 @@ from benchmarks.harness.replicas import memory_mib, replica_health
 from benchmarks.harness.session import ServeSession, app_entry
 from benchmarks.replica_memory import IDLE_AFTER_S
 from deployments.serve_config import ServeConfig, load_serve_config
-from deployments.warm_worker import FIRST_CHECK_AFTER_S
+from deployments.warm_worker import FIRST_CHECK_AFTER_S, SPARE_WORKER_ENV, spare_worker_on
 from loading.host import machine_info
 
 __all__ = ["FIGURES", "main", "minus_floor", "reference_apps", "scale_up"]
@@ -108,7 +108,7 @@ def scale_up(
         pid, started, constructed = int(health["pid"]), startup["process_started"], startup["ready"]
     time.sleep(IDLE_AFTER_S)  # our replica trims its heap once idle
     uss_mib = memory_mib(pid)["uss_mib"]
-    if "pid" not in body and _spare_worker_on():
+    if "pid" not in body and spare_worker_on():
         # Ours asks for the node's next spare worker FIRST_CHECK_AFTER_S after construction, and Serve
         # keeps an added replica `downscale_delay_s` (30 s in the product). Removed sooner, it would
         # leave every other scale-up here without a spare, which the product never sees.
@@ -123,10 +123,6 @@ def scale_up(
         "constructed_to_200_s": first_200 - constructed,
         "uss_mib": uss_mib,
     }
-
-
-def _spare_worker_on() -> bool:
-    return os.environ.get("BERTSERVE_SPARE_WORKER", "1") != "0"
 
 
 def minus_floor(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -174,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=180.0, help="seconds any one wait may take")
     args = p.parse_args(argv)
     if args.no_spare_worker:
-        os.environ["BERTSERVE_SPARE_WORKER"] = "0"  # before Ray starts: its workers inherit it
+        os.environ[SPARE_WORKER_ENV] = "0"  # before Ray starts: its workers inherit it
     setup_logging()
     config = load_serve_config(args.config)
     dirs = {"base": str((ROOT / args.model_dir).resolve())}
@@ -184,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {
         "machine": machine_info(),
         "repeats": args.repeats,
-        "spare_worker": _spare_worker_on(),
+        "spare_worker": spare_worker_on(),
     }
     with ServeSession(config, args.port, ingress=args.ingress) as session:
         out["ingress"] = session.ingress

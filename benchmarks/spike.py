@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from benchmarks.harness.cli import emit, parser, positive_int, setup_logging
 from benchmarks.harness.load import SHORT_TEXT, ClosedLoopUsers, wait_serving, wait_until
 from benchmarks.harness.models import BERT_BASE_DIR, build_random_bert
+from benchmarks.harness.replicas import memory_mib
 from benchmarks.harness.session import ServeSession, app_entry, pool_entry
 from deployments.serve_config import DEFAULT_MODEL, load_serve_config
 from loading.host import machine_info
@@ -180,12 +180,11 @@ def switching(session: ServeSession, model_dir: Path, variants: int, repeats: in
         same = [post(names[0])[0] for _ in range(repeats)]
         health = _health(client, url)
     startup = health.get("startup", {})
+    memory = memory_mib(health["pid"]) if "pid" in health else None
     return {
         # What holding every variant ready costs the replica: its start and its private memory.
         "replica_init_s": round(startup["ready"] - startup["init_started"], 3) if startup else None,
-        "replica_uss_mib": round(psutil.Process(health["pid"]).memory_full_info().uss / 2**20, 1)
-        if "pid" in health
-        else None,
+        "replica_uss_mib": round(memory["uss_mib"], 1) if memory else None,
         "model_dir": str(model_dir),
         "variants": len(names),
         "request_ms_median": round(statistics.median(same), 2),

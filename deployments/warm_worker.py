@@ -36,6 +36,7 @@ __all__ = [
     "PRELOADED_MODULES",
     "SETUP_HOOK_ENV",
     "SPARE_WORKER_ENV",
+    "spare_worker_on",
     "keep_spare_worker",
     "keep_spare_worker_in_background",
     "preload",
@@ -83,6 +84,11 @@ def preload() -> None:
         importlib.import_module(name)
 
 
+def spare_worker_on() -> bool:
+    """Whether this process's environment lets replicas keep a spare (`SPARE_WORKER_ENV` not "0")."""
+    return os.environ.get(SPARE_WORKER_ENV, "1") != "0"
+
+
 def keep_spare_worker(keep_alive_s: float = 600.0) -> bool:
     """Make sure this node has one idle worker with this process's runtime_env.
 
@@ -94,7 +100,7 @@ def keep_spare_worker(keep_alive_s: float = 600.0) -> bool:
     """
     if keep_alive_s <= RENEW_BEFORE_S:
         raise ValueError(f"keep_alive_s must be > {RENEW_BEFORE_S:.0f}, got {keep_alive_s}")
-    if os.environ.get(SPARE_WORKER_ENV, "1") == "0":
+    if not spare_worker_on():
         return False
     try:
         if not ray.is_initialized():
